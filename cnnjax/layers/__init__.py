@@ -1,0 +1,30 @@
+"""Flax (``flax.linen``) layers over :mod:`cnnjax.ops`.
+
+Each layer creates its parameters and calls the op of the same name: the maths lives in
+the ops only. Inputs are channels-last, ``(N, *spatial, C)``.
+"""
+
+from cnnjax.layers.blocks import Inception
+from cnnjax.layers.conv import (
+    Conv,
+    ConvTranspose,
+    DepthwiseConv,
+    SeparableConv,
+    SpatiallySeparableConv,
+)
+from cnnjax.layers.deformable import DeformableConv
+from cnnjax.layers.pooling import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool
+
+__all__ = [
+    "AvgPool",
+    "Conv",
+    "ConvTranspose",
+    "DeformableConv",
+    "DepthwiseConv",
+    "GlobalAvgPool",
+    "GlobalMaxPool",
+    "Inception",
+    "MaxPool",
+    "SeparableConv",
+    "SpatiallySeparableConv",
+]
