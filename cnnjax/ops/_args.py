@@ -9,10 +9,9 @@ and raise a ``ValueError`` that names the argument when they do not fit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
-PaddingLike = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
-IntOrSeq = Union[int, Sequence[int]]
+PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
+IntOrSeq = int | Sequence[int]
 
 
 def check_rank(name: str, shape: Sequence[int], expected: int | Sequence[int], what: str) -> None:
@@ -59,7 +58,18 @@ def as_tuple(name: str, value: IntOrSeq, n: int, *, minimum: int = 1) -> tuple[i
 
 def effective_kernel(kernel: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
     """Spatial extent of a dilated kernel: ``dilation * (k - 1) + 1``."""
-    return tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    return tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_pair(p: object) -> bool:
+    """A non-negative ``(low, high)`` padding pair."""
+    return (
+        isinstance(p, Sequence) and len(p) == 2 and all(_is_int(v) and v >= 0 for v in p)
+    )
 
 
 def padding_pairs(
@@ -82,7 +92,9 @@ def padding_pairs(
             return ((0, 0),) * n
         if mode == "SAME":
             pairs = []
-            for size, k, s in zip(in_spatial, effective_kernel(kernel, dilation), stride):
+            for size, k, s in zip(
+                in_spatial, effective_kernel(kernel, dilation), stride, strict=True
+            ):
                 out = -(-size // s)
                 total = max((out - 1) * s + k - size, 0)
                 pairs.append((total // 2, total - total // 2))
@@ -97,15 +109,10 @@ def padding_pairs(
     except TypeError:
         entries = None
     if entries is not None and len(entries) == n:
-        if all(isinstance(p, int) and not isinstance(p, bool) for p in entries):
-            if all(p >= 0 for p in entries):
-                return tuple((p, p) for p in entries)
-        elif all(
-            isinstance(p, Sequence) and len(p) == 2 and all(isinstance(v, int) for v in p)
-            for p in entries
-        ):
-            if all(lo >= 0 and hi >= 0 for lo, hi in entries):
-                return tuple((int(lo), int(hi)) for lo, hi in entries)
+        if all(_is_int(p) and p >= 0 for p in entries):
+            return tuple((p, p) for p in entries)
+        if all(_is_pair(p) for p in entries):
+            return tuple((int(lo), int(hi)) for lo, hi in entries)
     raise ValueError(
         f"`{name}` must be 'SAME', 'VALID', a non-negative int, {n} non-negative ints or "
         f"{n} (low, high) pairs (one per spatial dim); got {padding!r}"
@@ -137,7 +144,9 @@ def conv_output_shape(
     dilation = as_tuple("dilation", dilation, n)
     pads = padding_pairs(padding, in_spatial, kernel, stride, dilation)
     out = []
-    for size, (lo, hi), k, s in zip(in_spatial, pads, effective_kernel(kernel, dilation), stride):
+    for size, (lo, hi), k, s in zip(
+        in_spatial, pads, effective_kernel(kernel, dilation), stride, strict=True
+    ):
         span = size + lo + hi - k
         if span < 0:
             raise ValueError(

@@ -74,7 +74,26 @@ def max_pool(
     dims, strides, pads = _window_args(x, window, stride, padding)
     # A concrete -inf lets JAX recognise the max monoid (and its gradient rule).
     init = np.array(-np.inf, dtype=x.dtype)
+    if dims == strides:
+        return _tiled_max(x, dims, pads, init)
     return lax.reduce_window(x, init, lax.max, dims, strides, pads)
+
+
+def _tiled_max(x, dims, pads, init):
+    """Max over non-overlapping windows as a reshape and a reduction.
+
+    Same values as ``reduce_window``, but its gradient is a cheap elementwise mask instead
+    of ``select_and_scatter``, which is ~10x slower on CPU (LeNet's 2x2 pools). Where a
+    window holds several equal maxima the gradient is split between them (``reduce_window``
+    gives it all to one).
+    """
+    x = lax.pad(x, init, [(lo, hi, 0) for lo, hi in pads])
+    tiled = []
+    for size, k in zip(x.shape, dims, strict=True):
+        tiled += [size // k, k]
+    # A trailing remainder smaller than the window is dropped, as VALID pooling does.
+    x = x[tuple(slice(0, (size // k) * k) for size, k in zip(x.shape, dims, strict=True))]
+    return jnp.max(x.reshape(tiled), axis=tuple(range(1, 2 * x.ndim, 2)))
 
 
 def avg_pool(
