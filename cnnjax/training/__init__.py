@@ -1,0 +1,27 @@
+"""Training: experiment configs, data, optimizer, the train loop, checkpoints, metrics.
+
+The entry point is :func:`train_and_evaluate`; ``launch.py`` is a thin command line over it.
+"""
+
+from cnnjax.training.config import (
+    ConfigError,
+    apply_overrides,
+    available_experiments,
+    experiment_description,
+    load_experiment,
+    validate,
+)
+from cnnjax.training.data import DatasetUnavailableError
+from cnnjax.training.trainer import Interrupted, train_and_evaluate
+
+__all__ = [
+    "ConfigError",
+    "DatasetUnavailableError",
+    "Interrupted",
+    "apply_overrides",
+    "available_experiments",
+    "experiment_description",
+    "load_experiment",
+    "train_and_evaluate",
+    "validate",
+]

@@ -1,0 +1,247 @@
+"""Image-classification datasets as decoded NumPy arrays.
+
+``load(config.dataset)`` returns the train and test splits as ``uint8`` images
+``(N, H, W, C)`` and ``int32`` labels ``(N,)``. Two kinds of source:
+
+- **tensorflow-datasets by name** (``mnist``, ``fashion_mnist``, ``cifar10``, ...), read
+  with ``tfds.data_source`` (no TensorFlow needed to read). The data directory is
+  ``dataset.data_dir`` (``launch.py --data_dir``), else ``$TFDS_DATA_DIR``, else TFDS's
+  default ``~/tensorflow_datasets``. Decoding tens of thousands of PNGs takes seconds, so
+  the decoded arrays are cached once as ``CACHE/NAME/VERSION/SPLIT.npz`` (``CACHE`` is
+  ``dataset.cache_dir``, else ``$CNNJAX_CACHE_DIR``, else ``~/.cache/cnnjax``) and later
+  runs read the cache. When the dataset is not prepared and ``dataset.download`` is
+  true (the default), TFDS downloads and prepares it in ``array_record`` format; that
+  step needs TensorFlow (the ``download`` extra) and network. When the data can be
+  neither found nor prepared, a :class:`DatasetUnavailableError` says where to point.
+- **in-memory datasets** from installed packages, for tests and demos without any
+  download: ``sklearn_digits`` (scikit-learn's 1,797 real 8x8 handwritten digits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from cnnjax.training.config import did_you_mean
+
+# Decode this many records per call of the data source, so that peak memory holds one
+# chunk of Python objects rather than a whole split of them.
+_DECODE_CHUNK = 10_000
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The dataset is not prepared where we looked and may not be downloaded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split in memory.
+
+    Attributes:
+      images: ``(N, H, W, C)`` uint8.
+      labels: ``(N,)`` int32.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Train and test splits plus the number of classes."""
+
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+
+
+def load(config: ml_collections.ConfigDict) -> Dataset:
+    """The dataset described by ``config`` (the experiment's ``config.dataset``).
+
+    Reads ``name``, ``train_split``, ``test_split``, ``data_dir``, ``cache_dir`` and
+    ``download``.
+    """
+    if config.name in IN_MEMORY:
+        return IN_MEMORY[config.name]()
+    return _load_tfds(config)
+
+
+# ----------------------------------------------------------------------------- in memory
+
+
+def sklearn_digits() -> Dataset:
+    """scikit-learn's ``load_digits``: 1,797 real 8x8 handwritten digits (UCI), as uint8.
+
+    Pixel values 0..16 are scaled to 0..255. The split is fixed: the first 1,437 images
+    (80 %) train, the remaining 360 test.
+    """
+    from sklearn.datasets import load_digits  # test/demo dependency: imported on use only
+
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+    labels = digits.target.astype(np.int32)
+    n_train = int(0.8 * len(labels))
+    return Dataset(
+        name="sklearn_digits",
+        train=Split(images[:n_train], labels[:n_train]),
+        test=Split(images[n_train:], labels[n_train:]),
+        num_classes=10,
+    )
+
+
+IN_MEMORY: dict[str, Callable[[], Dataset]] = {"sklearn_digits": sklearn_digits}
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+
+def default_cache_dir() -> Path:
+    """``$CNNJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/cnnjax``, else ``~/.cache/cnnjax``."""
+    if os.environ.get("CNNJAX_CACHE_DIR"):
+        return Path(os.environ["CNNJAX_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnnjax"
+
+
+def _load_tfds(config: ml_collections.ConfigDict) -> Dataset:
+    builder = _builder(config.name, config.data_dir)
+    image_key, label_key = builder.info.supervised_keys
+    cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    cache_dir = cache_root / builder.info.name / str(builder.info.version)
+    splits = {}
+    for split in (config.train_split, config.test_split):
+        path = cache_dir / f"{split}.npz"
+        expected = _num_examples(builder, split)
+        cached = _read_cache(path, expected)
+        if cached is None:
+            source = _data_source(builder, split, config)
+            cached = _decode(source, image_key, label_key)
+            _write_cache(path, cached)
+        splits[split] = cached
+    num_classes = builder.info.features[label_key].num_classes
+    return Dataset(
+        name=config.name,
+        train=splits[config.train_split],
+        test=splits[config.test_split],
+        num_classes=num_classes,
+    )
+
+
+def _builder(name: str, data_dir: str | None):
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        known = [*tfds.list_builders(with_community_datasets=False), *IN_MEMORY]
+        raise ValueError(
+            f"unknown dataset {name!r}.{did_you_mean(name, known)} Use a tensorflow-datasets "
+            f"name (see tfds.list_builders()) or one of: {', '.join(IN_MEMORY)}."
+        ) from None
+
+
+def _num_examples(builder, split: str) -> int | None:
+    """The split's size from the prepared metadata, or None when it is not known."""
+    info = builder.info.splits
+    return info[split].num_examples if split in info else None
+
+
+def _data_source(builder, split: str, config: ml_collections.ConfigDict):
+    """Random-access source of the split, preparing the dataset first when allowed."""
+    if config.download and not builder.is_prepared():
+        _download_and_prepare(builder)
+    try:
+        return builder.as_data_source(split=split)
+    except (NotImplementedError, FileNotFoundError, KeyError, ValueError) as e:
+        raise DatasetUnavailableError(
+            f"dataset {builder.info.name!r} (version {builder.info.version}, split "
+            f"{split!r}) is not prepared in {builder.data_dir_root!s} ({_first_line(e)}). "
+            f"{_WHERE_TO_POINT} With network, --config.dataset.download=True prepares it "
+            f"({_DOWNLOAD_NEEDS})."
+        ) from None
+
+
+_WHERE_TO_POINT = (
+    "Point TFDS_DATA_DIR or --data_dir at a TFDS data directory that holds it in "
+    "array_record format (e.g. `TFDS_DATA_DIR=../shared/tfds python launch.py ...`)."
+)
+_DOWNLOAD_NEEDS = (
+    "preparing needs `pip install 'cnnjax[download]'`, which brings TensorFlow; reading "
+    "prepared data does not"
+)
+
+
+def _download_and_prepare(builder) -> None:
+    """Lets TFDS download and prepare the dataset, in array_record format (which
+    ``tfds.data_source`` reads without TensorFlow)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder.download_and_prepare(file_format=tfds.core.FileFormat.ARRAY_RECORD)
+    except Exception as e:  # whatever failed (network, missing TensorFlow), same advice
+        if isinstance(e, ModuleNotFoundError):
+            cause = f"it needs the module {e.name!r}: {_DOWNLOAD_NEEDS}"
+        else:
+            cause = f"{_first_line(e)}; is the network reachable?"
+        raise DatasetUnavailableError(
+            f"dataset {builder.info.name!r} is not prepared in {builder.data_dir_root!s} and "
+            f"could not be downloaded and prepared ({cause}). {_WHERE_TO_POINT} To fail at "
+            "once instead of trying to download, pass --config.dataset.download=False."
+        ) from e
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
+def _decode(source, image_key: str, label_key: str) -> Split:
+    """Every record of ``source``, decoded into arrays, in record order."""
+    n = len(source)
+    first = source[0]
+    images = np.empty((n, *np.shape(first[image_key])), np.uint8)
+    labels = np.empty((n,), np.int32)
+    for start in range(0, n, _DECODE_CHUNK):
+        keys = range(start, min(start + _DECODE_CHUNK, n))
+        for i, record in zip(keys, _records(source, keys), strict=True):
+            images[i] = record[image_key]
+            labels[i] = record[label_key]
+    return Split(images, labels)
+
+
+def _records(source, keys: range) -> list:
+    # ``__getitems__`` decodes a batch in one call; other sources (tfds.testing's mock)
+    # may only implement per-record access.
+    try:
+        return source.__getitems__(list(keys))
+    except (AttributeError, TypeError):
+        return [source[k] for k in keys]
+
+
+def _read_cache(path: Path, expected: int | None) -> Split | None:
+    """The cached split, or None when absent or of the wrong size (then it is rebuilt)."""
+    if not path.exists():
+        return None
+    with np.load(path) as f:
+        split = Split(f["images"], f["labels"])
+    if expected is not None and len(split) != expected:
+        return None
+    return split
+
+
+def _write_cache(path: Path, split: Split) -> None:
+    # Written under a temporary name and renamed, so an interrupted write never leaves a
+    # truncated cache that a later run would trust.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, images=split.images, labels=split.labels)
+    os.replace(tmp, path)

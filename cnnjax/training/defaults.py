@@ -1,0 +1,90 @@
+"""Every config field the trainer reads, with its default: the schema of an experiment.
+
+An experiment file starts from :func:`get_config` and sets what it is about::
+
+    def get_config():
+        c = defaults.get_config()
+        c.dataset.name = "mnist"
+        c.model.name = "lenet5"
+        ...
+        return c
+
+Derived values are ``FieldReference`` expressions, so they follow command-line overrides
+(``--config.batch_size=256`` also scales ``optimizer.lr``).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The default config; ``dataset.name`` and ``model.name`` must be set by the experiment."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.name = config_dict.placeholder(str)  # a TFDS name, or "sklearn_digits"
+    c.dataset.train_split = "train"
+    c.dataset.test_split = "test"
+    c.dataset.data_dir = config_dict.placeholder(str)  # None: $TFDS_DATA_DIR, else TFDS's
+    c.dataset.cache_dir = config_dict.placeholder(str)  # None: $CNNJAX_CACHE_DIR or ~/.cache
+    # When the data is not prepared, let TFDS download and prepare it (needs network and
+    # the `download` extra); False fails at once with advice instead.
+    c.dataset.download = True
+    c.dataset.placement = "auto"  # "device", "host" (streamed), or "auto" by size:
+    c.dataset.max_device_bytes = 2**30  # "auto" keeps datasets up to this size on the device
+    c.dataset.mean = 0.5  # normalisation of pixel intensities in [0, 1]
+    c.dataset.std = 0.5
+    c.dataset.pad = 0  # zero pixels added on every side of each image
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = config_dict.placeholder(str)  # a cnnjax.models.available() name
+    c.model.kwargs = ml_collections.ConfigDict()  # passed to cnnjax.models.get(name, ...)
+
+    c.batch_size = 128
+    c.eval_batch_size = 1000
+    c.steps_per_call = 1  # train steps fused into one jitted call (same result, less overhead)
+    # Duration: exactly one of total_epochs / total_steps / total_examples.
+    c.total_epochs = config_dict.FieldReference(10, field_type=int)
+    c.total_steps = config_dict.placeholder(int)
+    c.total_examples = config_dict.placeholder(int)
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adam"  # "adam", "adamw" or "sgd"
+    # The learning rate scales linearly with the batch size from base_lr at base_batch_size.
+    c.optimizer.base_lr = 1e-3
+    c.optimizer.base_batch_size = 128
+    c.optimizer.lr = (
+        c.optimizer.get_ref("base_lr")
+        * c.get_ref("batch_size")
+        / c.optimizer.get_ref("base_batch_size")
+    )
+    c.optimizer.b1 = 0.9  # adam, adamw
+    c.optimizer.b2 = 0.999  # adam, adamw
+    c.optimizer.eps = 1e-8  # adam, adamw
+    c.optimizer.momentum = 0.9  # sgd
+    c.optimizer.nesterov = False  # sgd
+    c.optimizer.weight_decay = 0.0  # kernels only; L2 for adam/sgd, decoupled for adamw
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "cosine"  # "constant", "warmup", "cosine" or "onecycle"
+    # Warm-up: at most one of warmup_steps / warmup_epochs / warmup_examples (none: 0).
+    c.schedule.warmup_epochs = config_dict.placeholder(float)
+    c.schedule.warmup_steps = config_dict.placeholder(int)
+    c.schedule.warmup_examples = config_dict.placeholder(int)
+    c.schedule.init_lr_fraction = 0.0  # lr at step 0, as a fraction of optimizer.lr
+    c.schedule.final_lr_fraction = 0.0  # lr at the last step, as a fraction of optimizer.lr
+
+    c.label_smoothing = 0.0
+    c.augment = ml_collections.ConfigDict()
+    c.augment.name = "none"  # "none" or "random_shift"
+    c.augment.max_shift = 2  # random_shift: largest shift in pixels
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_epochs = 1
+    c.checkpoint.keep = 2  # the latest this many, plus the best with keep_best
+    c.checkpoint.keep_best = True
+    c.checkpoint.async_save = True
+
+    c.target_accuracy = 0.99  # summary.json reports the seconds until test accuracy >= this
+    return c

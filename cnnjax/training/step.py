@@ -1,0 +1,232 @@
+"""The train state and the jitted train and evaluation computations.
+
+Randomness: a step's key is ``fold_in(step_key, state.step)``, split into the
+augmentation and dropout keys, so it depends on (seed, step) only, never on how often the
+process was restarted. Preprocessing happens inside ``jit``: uint8 pixels become floats in
+``[0, 1]``, are zero-padded by ``dataset.pad``, augmented (train only), then normalised
+with ``dataset.mean``/``dataset.std``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from jax.sharding import NamedSharding
+
+from cnnjax.training.optim import correct, cross_entropy
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training, as one pytree (what a checkpoint holds).
+
+    Attributes:
+      step: ``()`` int32, optimizer steps taken so far.
+      params: the model's ``params`` collection.
+      batch_stats: the model's ``batch_stats`` collection (``{}`` without batch norm).
+      opt_state: the optax state.
+      sums: running sums over the current epoch's steps so far: ``loss`` (float32, the
+        plain cross-entropy summed over examples), ``correct`` and ``count`` (int32).
+    """
+
+    step: jax.Array
+    params: PyTree
+    batch_stats: PyTree
+    opt_state: optax.OptState
+    sums: dict[str, jax.Array]
+
+    def variables(self) -> dict[str, PyTree]:
+        """The Flax variables to ``apply`` the model with."""
+        if self.batch_stats:
+            return {"params": self.params, "batch_stats": self.batch_stats}
+        return {"params": self.params}
+
+
+def zero_sums() -> dict[str, jax.Array]:
+    return {
+        "loss": jnp.zeros((), jnp.float32),
+        "correct": jnp.zeros((), jnp.int32),
+        "count": jnp.zeros((), jnp.int32),
+    }
+
+
+def add_sums(
+    sums: dict[str, jax.Array], losses: jax.Array, hits: jax.Array, mask: jax.Array
+) -> dict[str, jax.Array]:
+    """Adds per-example ``losses``, ``hits`` and ``mask`` (all ``(N,)``) to ``sums``."""
+    return {
+        "loss": sums["loss"] + jnp.sum(jnp.where(mask, losses, 0.0)),
+        "correct": sums["correct"] + jnp.sum(jnp.where(mask, hits, 0)),
+        "count": sums["count"] + jnp.sum(mask.astype(jnp.int32)),
+    }
+
+
+def init_state(
+    model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, x: jax.Array
+) -> TrainState:
+    """A fresh state: the model's variables for inputs shaped like ``x (N, H, W, C)``."""
+    variables = model.init(key, x, train=False)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        sums=zero_sums(),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """uint8 pixels to model inputs (see the module docstring).
+
+    Attributes:
+      mean, std: normalisation of intensities in ``[0, 1]``.
+      pad: zero pixels added on every side (e.g. to fit 8x8 digits to a 5x5-conv model).
+    """
+
+    mean: float
+    std: float
+    pad: int = 0
+
+    def to_unit(self, images: jax.Array) -> jax.Array:
+        """``(N, H, W, C)`` uint8 -> ``(N, H + 2 pad, W + 2 pad, C)`` float32 in [0, 1]."""
+        x = images.astype(jnp.float32) / 255.0
+        if self.pad:
+            p = self.pad
+            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        return x
+
+    def normalise(self, x: jax.Array) -> jax.Array:
+        return (x - self.mean) / self.std
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        return self.normalise(self.to_unit(images))
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    *,
+    preprocess: Preprocess,
+    augment: Callable[[jax.Array, jax.Array], jax.Array],
+    label_smoothing: float,
+    step_key: jax.Array,
+) -> Callable[[TrainState, jax.Array, jax.Array], TrainState]:
+    """One optimizer step, ``(state, images (B, H, W, C) uint8, labels (B,)) -> state``.
+
+    Not jitted itself: :func:`make_train_chunk` scans it inside one ``jit``.
+    """
+
+    def train_step(state: TrainState, images: jax.Array, labels: jax.Array) -> TrainState:
+        aug_key, dropout_key = jax.random.split(jax.random.fold_in(step_key, state.step))
+        x = preprocess.normalise(augment(aug_key, preprocess.to_unit(images)))
+        mutable = ["batch_stats"] if state.batch_stats else False
+
+        def loss_fn(params):
+            variables = state.replace(params=params).variables()
+            out = model.apply(
+                variables, x, train=True, rngs={"dropout": dropout_key}, mutable=mutable
+            )
+            logits, new_vars = out if mutable else (out, {})
+            loss = cross_entropy(logits, labels, label_smoothing=label_smoothing).mean()
+            return loss, (logits, new_vars.get("batch_stats", state.batch_stats))
+
+        grads, (logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        # Metrics are the plain cross-entropy (no smoothing), so train and test curves
+        # measure the same thing.
+        sums = add_sums(
+            state.sums,
+            cross_entropy(logits, labels),
+            correct(logits, labels),
+            jnp.ones(labels.shape, bool),
+        )
+        return state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+            sums=sums,
+        )
+
+    return train_step
+
+
+def make_train_chunk(
+    train_step: Callable[[TrainState, jax.Array, jax.Array], TrainState],
+    *,
+    batch_size: int,
+    batch_sharding: NamedSharding,
+) -> Callable[..., TrainState]:
+    """``num_steps`` consecutive train steps in one jitted call.
+
+    The returned ``chunk(state, images, labels, order, start, *, num_steps)`` runs steps on
+    the batches ``images[order[(start + j) * B : (start + j + 1) * B]]``, ``j <
+    num_steps``, gathering each batch on the device and sharding it over the mesh's
+    ``data`` axis (``batch_sharding``). Fusing steps (``config.steps_per_call``) only
+    saves dispatch overhead: ``lax.scan`` runs the same step, so results match single
+    steps. ``state`` is donated: its buffers are reused for the new state.
+
+    Args:
+      train_step: from :func:`make_train_step`.
+      batch_size: ``B``, the global batch (a multiple of the number of devices).
+      batch_sharding: sharding of a batch's leading axis.
+    """
+
+    @functools.partial(jax.jit, static_argnames="num_steps", donate_argnames="state")
+    def chunk(state, images, labels, order, start, *, num_steps: int):
+        idx = lax.dynamic_slice_in_dim(order, start * batch_size, num_steps * batch_size)
+
+        def body(state, batch_idx):
+            batch_idx = lax.with_sharding_constraint(batch_idx, batch_sharding)
+            x = lax.with_sharding_constraint(images[batch_idx], batch_sharding)
+            return train_step(state, x, labels[batch_idx]), None
+
+        state, _ = lax.scan(body, state, idx.reshape(num_steps, batch_size))
+        return state
+
+    return chunk
+
+
+def make_eval_chunk(
+    model: nn.Module,
+    *,
+    preprocess: Preprocess,
+    eval_batch_size: int,
+    batch_sharding: NamedSharding,
+) -> Callable[..., dict[str, jax.Array]]:
+    """Evaluation sums over a padded chunk of examples, in one jitted call.
+
+    The returned ``chunk(state, images, labels, num_valid)`` takes ``images (M, H, W, C)``
+    uint8 and ``labels (M,)`` with ``M`` a multiple of ``eval_batch_size``, of which only
+    the first ``num_valid`` are real, and returns the sums ``loss``, ``correct``, ``count``
+    over those (``count == num_valid``).
+    """
+
+    @jax.jit
+    def chunk(state: TrainState, images, labels, num_valid):
+        def body(sums, b):
+            lo = b * eval_batch_size
+            x = lax.dynamic_slice_in_dim(images, lo, eval_batch_size)
+            y = lax.dynamic_slice_in_dim(labels, lo, eval_batch_size)
+            x = lax.with_sharding_constraint(x, batch_sharding)
+            logits = model.apply(state.variables(), preprocess(x), train=False)
+            mask = lo + jnp.arange(eval_batch_size) < num_valid
+            return add_sums(sums, cross_entropy(logits, y), correct(logits, y), mask), None
+
+        sums, _ = lax.scan(body, zero_sums(), jnp.arange(images.shape[0] // eval_batch_size))
+        return sums
+
+    return chunk

@@ -1,0 +1,96 @@
+"""The entry point: ``python launch.py --exp NAME [--workdir DIR] [--config.FIELD=VALUE ...]``.
+
+  --exp NAME            an experiment, experiments/NAME.py
+  --list                list the experiments and exit
+  --workdir DIR         where outputs go (default: a new runs/NAME-DATE-TIME); relaunching
+                        with the same DIR resumes from its latest checkpoint
+  --data_dir DIR        TFDS data directory (default: $TFDS_DATA_DIR, else TFDS's own)
+  --config.FIELD=VALUE  override any config field, e.g. --config.optimizer.lr=1e-3
+
+Exit status: 0 when training finished; 2 for a bad command line or config; 1 when the
+data cannot be found; 128 + signal number when SIGTERM/SIGINT stopped training (a
+checkpoint was saved; the same command resumes). The work happens in
+:func:`cnnjax.training.train_and_evaluate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from cnnjax import models
+from cnnjax.training import (
+    ConfigError,
+    DatasetUnavailableError,
+    Interrupted,
+    apply_overrides,
+    available_experiments,
+    experiment_description,
+    load_experiment,
+    train_and_evaluate,
+    validate,
+)
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train and evaluate an experiment.",
+        epilog="Any other argument must be a config override --config.FIELD=VALUE.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--exp", help="experiment name (a file in experiments/)")
+    parser.add_argument("--list", action="store_true", help="list experiments and exit")
+    parser.add_argument("--workdir", help="output directory (default: a new one in runs/)")
+    parser.add_argument("--data_dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = _parser()
+    args, overrides = parser.parse_known_args(argv)
+    if args.list:
+        for name in available_experiments(EXPERIMENTS_DIR):
+            print(f"{name:<24} {experiment_description(name, EXPERIMENTS_DIR)}")
+        return 0
+    if not args.exp:
+        parser.print_usage(sys.stderr)
+        print("error: --exp NAME is required (see --list)", file=sys.stderr)
+        return 2
+    try:
+        config = load_experiment(args.exp, EXPERIMENTS_DIR)
+        apply_overrides(config, overrides)
+        if args.data_dir:
+            config.dataset.data_dir = args.data_dir
+        validate(config, models=models.available())
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    workdir = args.workdir or f"runs/{args.exp}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        train_and_evaluate(config, workdir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except DatasetUnavailableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Interrupted as e:
+        name = signal.Signals(e.signum).name if e.signum else "stop_at_step"
+        print(
+            f"{name}: saved a checkpoint at step {e.step:,} in {workdir}/checkpoints. "
+            f"Resume with: python launch.py --exp {args.exp} --workdir {workdir}"
+            + "".join(f" {o}" for o in overrides),
+            file=sys.stderr,
+        )
+        return 128 + e.signum if e.signum else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""``launch.py`` end to end: outputs of a run, errors, and SIGTERM through the real CLI."""
+
+import importlib.util
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tensorflow_datasets as tfds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_launch():
+    spec = importlib.util.spec_from_file_location("launch", ROOT / "launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+launch = _load_launch()
+
+
+def _tensorboard_scalars(directory: Path) -> dict[str, list[float]]:
+    """Scalars in TensorBoard event files, read from the TFRecord framing directly."""
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[float]] = {}
+    for path in directory.glob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4  # length, its crc, the record, its crc
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(value.simple_value)
+    return scalars
+
+
+# Mock MNIST: 64 random 28x28 examples per split; 4 steps of 16 per epoch.
+MOCK_RUN = [
+    "--config.batch_size=16",
+    "--config.eval_batch_size=32",
+    "--config.total_epochs=2",
+    "--config.schedule.warmup_epochs=0.5",
+]
+
+
+def test_mnist_lenet_writes_every_output(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    cache = f"--config.dataset.cache_dir={tmp_path / 'cache'}"
+    with tfds.testing.mock_data(num_examples=64):
+        status = launch.main(["--exp", "mnist_lenet", "--workdir", str(workdir), cache, *MOCK_RUN])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "LeNet5" in out and "61,706" in out  # the model table
+    assert "epoch   2/2" in out and "Final test accuracy" in out
+
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["experiment"] == "mnist_lenet" and config["batch_size"] == 16
+    assert config["optimizer"]["lr"] == pytest.approx(config["optimizer"]["base_lr"] / 8)
+
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in records] == [(1, 4), (2, 8)]
+    for r in records:
+        assert 0 <= r["test_accuracy"] <= 1 and r["train_loss"] > 0 and r["lr"] > 0
+
+    summary = json.loads((workdir / "summary.json").read_text())
+    for key in ("experiment", "params", "epochs", "steps", "final_test_accuracy",
+                "best_test_accuracy", "train_seconds", "train_images_per_second",
+                "seconds_to_target"):  # fmt: skip
+        assert key in summary
+    assert summary["params"] == 61_706 and summary["steps"] == 8 and summary["epochs"] == 2
+    assert summary["final_test_accuracy"] == records[-1]["test_accuracy"]
+    assert summary["train_images_per_second"] > 0
+
+    assert (workdir / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    scalars = _tensorboard_scalars(workdir / "tensorboard")
+    assert scalars["test/accuracy"] == pytest.approx([r["test_accuracy"] for r in records])
+    assert {"train/loss", "train/accuracy", "test/loss", "learning_rate"} <= set(scalars)
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [4, 8]
+
+
+def test_list_shows_each_experiment_with_its_description(capsys):
+    assert launch.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist_lenet" in out and "LeNet-5" in out and "digits_lenet" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--exp", "mnist_lenettt"],
+            "unknown experiment 'mnist_lenettt'. Did you mean 'mnist_lenet'",
+        ),
+        (["--exp", "mnist_lenet", "--config.optimizr.lr=1"], "Did you mean 'optimizer.lr'"),
+        (["--exp", "mnist_lenet", "--config.batch_size=big"], "holds an int"),
+        (["--exp", "mnist_lenet", "--bogus"], "--config.FIELD=VALUE"),
+        ([], "--exp NAME is required"),
+    ],
+)
+def test_bad_command_lines_fail_at_once_with_a_clear_message(argv, message, capsys, tmp_path):
+    assert launch.main([*argv, "--workdir", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_missing_data_offline_explains_where_to_point(tmp_path, capsys):
+    empty = tmp_path / "tfds"
+    empty.mkdir()
+    argv = [
+        *("--exp", "mnist_lenet", "--workdir", str(tmp_path / "run"), "--data_dir", str(empty)),
+        f"--config.dataset.cache_dir={tmp_path / 'cache'}",
+        "--config.dataset.download=False",  # never try the network from a test
+    ]
+    assert launch.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "TFDS_DATA_DIR" in err and str(empty) in err
+
+
+def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, "launch.py exited early"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, capsys):
+    """The real CLI in a subprocess: SIGTERM mid-run -> checkpoint, exit 143; relaunch."""
+    workdir = tmp_path / "run"
+    command = ["--exp", "digits_lenet", "--workdir", str(workdir), "--config.batch_size=64"]
+    with (tmp_path / "stdout").open("w") as stdout:
+        process = subprocess.Popen(
+            [sys.executable, "launch.py", *command, "--config.total_epochs=10000"],
+            cwd=ROOT,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        )
+        metrics = workdir / "metrics.jsonl"
+        _wait_for(lambda: metrics.exists() and metrics.read_text(), 300, process)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "SIGTERM: saved a checkpoint at step" in err
+    assert "Traceback" not in err
+    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    stopped_at = max(steps)
+    assert stopped_at >= 22  # at least the first epoch (22 steps of 64)
+
+    # Relaunch (shorter, so that the test ends): it resumes from the saved step.
+    end = stopped_at + 3
+    relaunch = [*command, "--config.total_epochs=None", f"--config.total_steps={end}"]
+    assert launch.main(relaunch) == 0
+    assert f"Resumed from checkpoint at step {stopped_at:,}" in capsys.readouterr().out
+    assert json.loads((workdir / "summary.json").read_text())["steps"] == end
