@@ -1,0 +1,46 @@
+"""An AlexNet for 32x32 with two-group convs (1,893,226 params) on MNIST.
+
+5 conv + 3 dense, conv2/conv4/conv5 in two groups as the original; MNIST padded to 32x32.
+
+Command:
+  TFDS_DATA_DIR=../shared/tfds python launch.py --exp mnist_alexnet
+  ... --config.model.kwargs.groups=1    # the same net without grouping (2,246,506 params)
+
+Hardware and runtime: the 2-core x86 CPU, no GPU: TODO: measure (about 54 M
+multiply-adds per image forward, the heaviest MNIST model here).
+Expected: final test accuracy TODO: measure.
+
+Recipe: Adam with a one-cycle schedule peaking at 1e-3, batch 128, 8 epochs, random
+shifts of up to 2 pixels; dropout 0.5 after fc6 and fc7, as AlexNet.
+"""
+
+import ml_collections
+
+from cnnjax.training import defaults
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = defaults.get_config()
+    c.dataset.name = "mnist"
+    c.dataset.mean = 0.1307  # MNIST's pixel mean and std
+    c.dataset.std = 0.3081
+    c.dataset.pad = 2  # 28x28 -> 32x32, the size the network is laid out for
+    c.model.name = "alexnet_small"
+    c.model.kwargs.num_classes = 10
+    c.model.kwargs.groups = 2
+    c.model.kwargs.widths = (48, 128, 192, 192, 128)  # AlexNet's, halved
+    c.model.kwargs.hidden = 512
+    c.model.kwargs.dropout = 0.5
+
+    c.batch_size = 128
+    c.total_epochs = 8
+    c.optimizer.name = "adam"
+    c.optimizer.base_lr = 1e-3
+    c.schedule.name = "onecycle"
+    c.schedule.warmup_epochs = 2.0
+    c.schedule.init_lr_fraction = 0.04
+    c.schedule.final_lr_fraction = 1e-3
+    c.augment.name = "random_shift"
+    c.augment.max_shift = 2
+    c.target_accuracy = 0.99
+    return c

@@ -1,0 +1,43 @@
+"""A small GoogLeNet of Inception modules (60,114 params) on MNIST.
+
+A 3x3 stem, GoogLeNet's modules 3a, 3b and 4a at a quarter width, global average pooling.
+
+Command:
+  TFDS_DATA_DIR=../shared/tfds python launch.py --exp mnist_inception
+
+Hardware and runtime: the 2-core x86 CPU, no GPU: TODO: measure.
+Expected: final test accuracy TODO: measure.
+
+Recipe: that of mnist_lenet (Adam, one-cycle schedule peaking at 3e-3, batch 128, 12
+epochs, random shifts of up to 2 pixels); dropout 0.4 before the dense layer, as GoogLeNet.
+"""
+
+import ml_collections
+
+from cnnjax.models.inception import INCEPTION_3A, INCEPTION_3B, INCEPTION_4A
+from cnnjax.training import defaults
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = defaults.get_config()
+    c.dataset.name = "mnist"
+    c.dataset.mean = 0.1307  # MNIST's pixel mean and std
+    c.dataset.std = 0.3081
+    c.model.name = "inception_small"
+    c.model.kwargs.num_classes = 10
+    c.model.kwargs.stem_features = 48
+    c.model.kwargs.stages = ((INCEPTION_3A, INCEPTION_3B), (INCEPTION_4A,))
+    c.model.kwargs.dropout = 0.4
+
+    c.batch_size = 128
+    c.total_epochs = 12
+    c.optimizer.name = "adam"
+    c.optimizer.base_lr = 3e-3
+    c.schedule.name = "onecycle"
+    c.schedule.warmup_epochs = 3.0
+    c.schedule.init_lr_fraction = 0.04
+    c.schedule.final_lr_fraction = 1e-3
+    c.augment.name = "random_shift"
+    c.augment.max_shift = 2
+    c.target_accuracy = 0.99
+    return c

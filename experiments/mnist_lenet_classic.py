@@ -1,0 +1,43 @@
+"""LeNet-5 as published in 1998 (60,850 params) on MNIST padded to 32x32.
+
+Trainable subsampling (S2, S4), the paper's partial S2-C3 connection table, scaled tanh.
+
+Command:
+  TFDS_DATA_DIR=../shared/tfds python launch.py --exp mnist_lenet_classic
+
+Hardware and runtime: the 2-core x86 CPU, no GPU: TODO: measure.
+Expected: final test accuracy TODO: measure (the issue asks >= 98.9 %; the paper reports
+99.05 % without distortions, 99.2 % with them).
+
+Recipe: that of mnist_lenet (Adam, one-cycle schedule peaking at 3e-3, batch 128, 12
+epochs, random shifts of up to 2 pixels), so that the two LeNets differ only in the model.
+The digits are zero-padded by 2 pixels to the paper's 32x32 input. The output layer is a
+dense layer under softmax cross-entropy, not the paper's RBF units.
+"""
+
+import ml_collections
+
+from cnnjax.training import defaults
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = defaults.get_config()
+    c.dataset.name = "mnist"
+    c.dataset.mean = 0.1307  # MNIST's pixel mean and std
+    c.dataset.std = 0.3081
+    c.dataset.pad = 2  # 28x28 -> 32x32, the paper's input size
+    c.model.name = "lenet5_classic"
+    c.model.kwargs.num_classes = 10
+
+    c.batch_size = 128
+    c.total_epochs = 12
+    c.optimizer.name = "adam"
+    c.optimizer.base_lr = 3e-3
+    c.schedule.name = "onecycle"
+    c.schedule.warmup_epochs = 3.0
+    c.schedule.init_lr_fraction = 0.04
+    c.schedule.final_lr_fraction = 1e-3
+    c.augment.name = "random_shift"
+    c.augment.max_shift = 2
+    c.target_accuracy = 0.989
+    return c

@@ -1,0 +1,42 @@
+"""The TensorFlow tutorial's MNIST CNN (3,274,634 params) on MNIST.
+
+Two 5x5 SAME convs with max-pooling, dense 1024, dropout 0.5, dense 10.
+
+Command:
+  TFDS_DATA_DIR=../shared/tfds python launch.py --exp mnist_tf_tutorial_cnn
+
+Hardware and runtime: the 2-core x86 CPU, no GPU: TODO: measure.
+Expected: final test accuracy TODO: measure (the issue asks >= 99.3 %; the tutorial
+reports about 99.2 % after 20,000 steps of 50 with Adam at 1e-4 and no augmentation).
+
+Recipe: Adam with a one-cycle schedule peaking at 1e-3 (lower than mnist_lenet's 3e-3:
+the 3,136 x 1,024 dense layer holds 98 % of the weights), batch 128, 12 epochs, random
+shifts of up to 2 pixels, dropout 0.5 before the output layer.
+"""
+
+import ml_collections
+
+from cnnjax.training import defaults
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = defaults.get_config()
+    c.dataset.name = "mnist"
+    c.dataset.mean = 0.1307  # MNIST's pixel mean and std
+    c.dataset.std = 0.3081
+    c.model.name = "tf_tutorial_cnn"
+    c.model.kwargs.num_classes = 10
+    c.model.kwargs.dropout = 0.5
+
+    c.batch_size = 128
+    c.total_epochs = 12
+    c.optimizer.name = "adam"
+    c.optimizer.base_lr = 1e-3
+    c.schedule.name = "onecycle"
+    c.schedule.warmup_epochs = 3.0
+    c.schedule.init_lr_fraction = 0.04
+    c.schedule.final_lr_fraction = 1e-3
+    c.augment.name = "random_shift"
+    c.augment.max_shift = 2
+    c.target_accuracy = 0.993
+    return c
