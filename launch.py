@@ -6,11 +6,15 @@
                         with the same DIR resumes from its latest checkpoint
   --data_dir DIR        TFDS data directory (default: $TFDS_DATA_DIR, else TFDS's own)
   --config.FIELD=VALUE  override any config field, e.g. --config.optimizer.lr=1e-3
+  --summary             print the layer table (shapes, params, FLOPs, receptive fields)
+  --visualize           write filters.png and feature_maps_<stage>.png into the work directory
+  --gradcheck           float64 finite-difference check of the model's loss gradient
+                        (any of these three: no training; they read two test images)
 
 Exit status: 0 when training finished; 2 for a bad command line or config; 1 when the
-data cannot be found; 128 + signal number when SIGTERM/SIGINT stopped training (a
-checkpoint was saved; the same command resumes). The work happens in
-:func:`cnnjax.training.train_and_evaluate`.
+data cannot be found or the gradient check fails; 128 + signal number when
+SIGTERM/SIGINT stopped training (a checkpoint was saved; the same command resumes). The
+work happens in :func:`cnnjax.training.train_and_evaluate` and :mod:`cnnjax.analysis`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from cnnjax import models
+from cnnjax import analysis, models
 from cnnjax.training import (
     ConfigError,
     DatasetUnavailableError,
@@ -33,6 +37,8 @@ from cnnjax.training import (
     train_and_evaluate,
     validate,
 )
+from cnnjax.training import data as data_lib
+from cnnjax.training.step import Preprocess
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 
@@ -47,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="list experiments and exit")
     parser.add_argument("--workdir", help="output directory (default: a new one in runs/)")
     parser.add_argument("--data_dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
+    parser.add_argument("--summary", action="store_true",
+                        help="print each layer's output shape, params, FLOPs, receptive field")
+    parser.add_argument("--visualize", action="store_true",
+                        help="write PNGs of first-layer filters and feature maps to --workdir")
+    parser.add_argument("--gradcheck", action="store_true",
+                        help="float64 finite-difference check of the loss gradient per layer")
     return parser
 
 
@@ -72,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     workdir = args.workdir or f"runs/{args.exp}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.summary or args.visualize or args.gradcheck:
+        return _run_tools(args, config, workdir)
     try:
         train_and_evaluate(config, workdir)
     except ConfigError as e:
@@ -90,6 +104,26 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 128 + e.signum if e.signum else 0
     return 0
+
+
+def _run_tools(args: argparse.Namespace, config, workdir: str) -> int:
+    """--summary / --visualize / --gradcheck, on the experiment's first test images."""
+    try:
+        dataset = data_lib.load(config.dataset)
+    except DatasetUnavailableError as e:
+        print(f"error: the tools read test images of the experiment's dataset: {e}",
+              file=sys.stderr)
+        return 1
+    preprocess = Preprocess(config.dataset.mean, config.dataset.std, config.dataset.pad)
+    return analysis.run_tools(
+        models.get(config.model.name, **config.model.kwargs.to_dict()),
+        preprocess(dataset.test.images[:2]),
+        dataset.test.labels[:2],
+        seed=config.seed,
+        summary=args.summary,
+        visualize_dir=workdir if args.visualize else None,
+        gradcheck=args.gradcheck,
+    )
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 import cnnjax
 from cnnjax import models
+from cnnjax.analysis.summary import format_table, layer_rows
 from cnnjax.training import augment as augment_lib
 from cnnjax.training import data as data_lib
 from cnnjax.training import feed as feed_lib
@@ -46,7 +47,6 @@ from cnnjax.training import optim
 from cnnjax.training.checkpoint import Checkpoints
 from cnnjax.training.config import ConfigError, steps, validate
 from cnnjax.training.metrics import MetricsLog, plot_learning_curves, summarize, write_json
-from cnnjax.training.model_summary import format_table, layer_rows
 from cnnjax.training.signals import StopRequest
 from cnnjax.training.step import (
     Preprocess,
