@@ -21,25 +21,11 @@ from cnnjax.training import defaults
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = defaults.get_config()
-    c.dataset.name = "cifar10"
-    c.dataset.mean = 0.4734  # CIFAR-10's pixel mean and std over all channels
-    c.dataset.std = 0.2516
+    c = defaults.cifar10_config()
     c.model.name = "inception_small"
     c.model.kwargs.num_classes = 10
     c.model.kwargs.stem_features = 48
     c.model.kwargs.stages = ((INCEPTION_3A, INCEPTION_3B), (INCEPTION_4A,))
     c.model.kwargs.dropout = 0.4
 
-    c.batch_size = 128
-    c.total_epochs = 30
-    c.optimizer.name = "adam"
-    c.optimizer.base_lr = 3e-3
-    c.schedule.name = "onecycle"
-    c.schedule.warmup_epochs = 5.0
-    c.schedule.init_lr_fraction = 0.04
-    c.schedule.final_lr_fraction = 1e-3
-    c.augment.name = "random_shift"
-    c.augment.max_shift = 4
-    c.target_accuracy = 0.8
     return c

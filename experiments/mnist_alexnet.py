@@ -20,10 +20,7 @@ from cnnjax.training import defaults
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = defaults.get_config()
-    c.dataset.name = "mnist"
-    c.dataset.mean = 0.1307  # MNIST's pixel mean and std
-    c.dataset.std = 0.3081
+    c = defaults.mnist_config()
     c.dataset.pad = 2  # 28x28 -> 32x32, the size the network is laid out for
     c.model.name = "alexnet_small"
     c.model.kwargs.num_classes = 10
@@ -32,15 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.kwargs.hidden = 512
     c.model.kwargs.dropout = 0.5
 
-    c.batch_size = 128
     c.total_epochs = 8
-    c.optimizer.name = "adam"
     c.optimizer.base_lr = 1e-3
-    c.schedule.name = "onecycle"
     c.schedule.warmup_epochs = 2.0
-    c.schedule.init_lr_fraction = 0.04
-    c.schedule.final_lr_fraction = 1e-3
-    c.augment.name = "random_shift"
-    c.augment.max_shift = 2
-    c.target_accuracy = 0.99
     return c

@@ -21,24 +21,10 @@ from cnnjax.training import defaults
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = defaults.get_config()
-    c.dataset.name = "mnist"
-    c.dataset.mean = 0.1307  # MNIST's pixel mean and std
-    c.dataset.std = 0.3081
+    c = defaults.mnist_config()
     c.model.name = "dilated_cnn"
     c.model.kwargs.num_classes = 10
     c.model.kwargs.features = 32
     c.model.kwargs.dilations = (1, 2, 4, 8)
 
-    c.batch_size = 128
-    c.total_epochs = 12
-    c.optimizer.name = "adam"
-    c.optimizer.base_lr = 3e-3
-    c.schedule.name = "onecycle"
-    c.schedule.warmup_epochs = 3.0
-    c.schedule.init_lr_fraction = 0.04
-    c.schedule.final_lr_fraction = 1e-3
-    c.augment.name = "random_shift"
-    c.augment.max_shift = 2
-    c.target_accuracy = 0.99
     return c
