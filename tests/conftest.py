@@ -1,12 +1,13 @@
-"""Test-wide settings: strict JAX semantics, and several fake CPU devices for sharding tests."""
+"""Test-wide settings: strict JAX semantics.
 
-import os
+The tests run on one CPU device. Several fake CPU devices in one process
+(``--xla_force_host_platform_device_count``) make every train step an XLA CPU
+all-reduce, and under load (two pytest workers on two cores) those collectives can
+wait past XLA's 40 s rendezvous limit and abort the process. Multi-device sharding is
+tested once, in its own subprocess (``tests/test_train.py``).
+"""
 
-# Must be set before JAX initialises its backend: two CPU devices let the tests exercise
-# real multi-device sharding of the train step on a laptop.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-
-import jax  # noqa: E402
+import jax
 
 # Implicit rank promotion hides shape bugs in ops; make it an error (as Equinox's tests do).
 jax.config.update("jax_numpy_rank_promotion", "raise")

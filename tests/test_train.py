@@ -1,12 +1,15 @@
 """Training: losses, schedules, augmentation, evaluation, learning, and exact resume.
 
 The runs use scikit-learn's real 8x8 digits (``experiments/digits_lenet.py``), so they
-need no download. ``conftest.py`` gives JAX two CPU devices, so every run shards its
+need no download. One test runs in a subprocess with two CPU devices, so the run shards its
 batches over two devices.
 """
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -285,3 +288,24 @@ def test_fused_steps_equal_single_steps_bitwise(whole_run, tmp_path):
     # 4 steps per call: chunks of 4, and remainders of 2 at both epoch ends
     train_and_evaluate(digits_config(*SHORT_RUN, "--config.steps_per_call=4"), tmp_path)
     _assert_same_run(whole_run, tmp_path)
+
+
+def test_training_sharded_over_two_devices_matches_one_device(tmp_path):
+    """A short digits_lenet run with the batch split over two CPU devices (a subprocess,
+    since the device count is fixed when JAX starts) reaches the same losses as on one."""
+    overrides = ["--config.total_epochs=None", "--config.total_steps=12",
+                 "--config.schedule.warmup_epochs=None", "--config.schedule.warmup_steps=4"]
+    one = tmp_path / "one"
+    train_and_evaluate(digits_config(*overrides), one)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    two = tmp_path / "two"
+    result = subprocess.run(
+        [sys.executable, str(EXPERIMENTS.parent / "launch.py"), "--exp", "digits_lenet",
+         "--workdir", str(two), *overrides],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 cpu device(s)" in result.stdout
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (one, two))
+    assert a["steps"] == b["steps"] == 12
+    assert b["final_test_loss"] == pytest.approx(a["final_test_loss"], rel=1e-3)
