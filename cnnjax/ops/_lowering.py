@@ -6,13 +6,15 @@ of lowering is made here, once.
 XLA's CPU convolutions are slow for the small channel counts of research CNNs (LeNet's
 1->6 and 6->16 layers run several times slower than the same arithmetic as a matmul), for
 grouped convolutions (6x at 64 channels, 4 groups) and for input-dilated ones, i.e.
-transposed convolutions (4x); their gradients inherit that. On CPU we therefore lower those
-convolutions to "im2col": gather the kernel taps into a patch tensor with strided slices
-and contract it with the kernel in one matmul (``dot_general``), which XLA's CPU backend
-runs through its fast GEMM, and whose transpose (the gradient) is again slices, pads and
-matmuls. Wide ungrouped convolutions (>= 32 channels in and out) stay native: there XLA's
-own kernel is ~1.7x faster than im2col (``benchmarks/ops.py``). On GPU/TPU the native
-convolution is the fast path and is kept.
+transposed convolutions (4x). Worse, inside loops (``lax.scan``/``while``, as in every
+fused training chunk and every evaluation pass) XLA's CPU backend runs the kernel-gradient
+convolution ~50x slower than outside one (1.7 s vs 32 ms for 128 x 13 x 13 x 32 -> 64,
+3x3), at every width. On CPU we therefore lower every convolution to "im2col": gather the
+kernel taps into a patch tensor with strided slices and contract it with the kernel in one
+matmul (``dot_general``), which XLA's CPU backend runs through its fast GEMM, and whose
+transpose (the gradient) is again slices, pads and matmuls. Only when the patches would
+exceed ``IM2COL_MAX_BYTES`` is the native convolution kept, to bound memory. On GPU/TPU
+the native convolution is the fast path and is kept.
 ``jax.lax.platform_dependent`` makes the choice when the computation is lowered for its
 device, not when it is traced, so one jitted function is right on every backend.
 """
@@ -33,8 +35,6 @@ _SPATIAL = "DHW"
 # im2col materialises kernel-taps times the input; above this many bytes of patches the
 # native convolution is used even on CPU, to bound memory.
 IM2COL_MAX_BYTES = 512 * 2**20
-# From this many channels in and out, XLA's native CPU convolution wins over im2col.
-WIDE_CHANNELS = 32
 
 
 def dimension_numbers(n: int) -> tuple[str, str, str]:
@@ -98,15 +98,6 @@ def _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precisio
     return y.reshape(*y.shape[:-2], cout)
 
 
-def _prefers_im2col(w_shape, groups, lhs_dilation, patch_bytes) -> bool:
-    """Whether im2col beats XLA's native CPU convolution (measured in benchmarks/ops.py)."""
-    if patch_bytes > IM2COL_MAX_BYTES:
-        return False
-    cin_g, cout = w_shape[-2:]
-    narrow = min(cin_g * groups, cout) < WIDE_CHANNELS
-    return narrow or groups > 1 or any(d > 1 for d in lhs_dilation)
-
-
 def _im2col_bytes(x_shape, w_shape, stride, padding, lhs_dilation, itemsize) -> int:
     n = len(w_shape) - 2
     out = 1
@@ -149,7 +140,7 @@ def conv_general(
         precision,
     )
     nbytes = _im2col_bytes(x.shape, w.shape, args[0], args[1], args[4], x.dtype.itemsize)
-    if not _prefers_im2col(w.shape, groups, args[4], nbytes):
+    if nbytes > IM2COL_MAX_BYTES:
         return _conv_native(x, w, *args)
     return lax.platform_dependent(
         x,
