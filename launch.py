@@ -37,6 +37,7 @@ from cnnjax.training import (
     train_and_evaluate,
     validate,
 )
+from cnnjax.training import augment as augment_lib
 from cnnjax.training import data as data_lib
 from cnnjax.training.step import Preprocess
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_tools(args: argparse.Namespace, config, workdir: str) -> int:
     """--summary / --visualize / --gradcheck, on the experiment's first test images."""
     try:
-        dataset = data_lib.load(config.dataset)
+        dataset = augment_lib.distort_test(data_lib.load(config.dataset), config)
     except DatasetUnavailableError as e:
         print(f"error: the tools read test images of the experiment's dataset: {e}",
               file=sys.stderr)

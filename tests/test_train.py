@@ -34,6 +34,7 @@ from cnnjax.training import augment as augment_lib
 from cnnjax.training.metrics import summarize
 from cnnjax.training.signals import StopRequest
 from cnnjax.training.step import Preprocess, init_state, make_eval_chunk
+from cnnjax.training.tasks import Classification
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 DETERMINISTIC = ("epoch", "step", "lr", "train_loss", "train_accuracy", "test_loss",
@@ -171,14 +172,18 @@ def test_evaluation_counts_each_example_once_and_ignores_padding():
     labels = np.zeros(padded, np.int32)
     labels[:n] = rng.integers(0, 10, n)
     evaluate = make_eval_chunk(
-        model, preprocess=pre, eval_batch_size=8, batch_sharding=NamedSharding(mesh, P("data"))
+        model,
+        task=Classification(),
+        preprocess=pre,
+        eval_batch_size=8,
+        batch_sharding=NamedSharding(mesh, P("data")),
     )
     sums = jax.device_get(evaluate(state, images, labels, n))
     forward = jax.jit(lambda variables, x: model.apply(variables, pre(x)))
     logits = np.asarray(forward(state.variables(), images[:n]), np.float64)
     log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     assert int(sums["count"]) == n
-    assert int(sums["correct"]) == int((logits.argmax(1) == labels[:n]).sum())
+    assert int(sums["metric"]) == int((logits.argmax(1) == labels[:n]).sum())
     assert float(sums["loss"]) == pytest.approx(-log_p[np.arange(n), labels[:n]].sum(), rel=1e-4)
 
 
@@ -191,7 +196,7 @@ def test_summary_from_records():
 
     records = [record(1, 0.9, 5.0, 100, 1.0), record(2, 0.97, 6.0, 300, 1.0),
                record(3, 0.96, 7.0, 300, 2.0)]  # fmt: skip
-    s = summarize(records, experiment="x", params=7, target_accuracy=0.95)
+    s = summarize(records, experiment="x", params=7, target=0.95)
     assert (s["epochs"], s["steps"], s["params"]) == (3, 30, 7)
     assert s["final_test_accuracy"] == 0.96 and s["best_test_accuracy"] == 0.97
     assert s["best_epoch"] == 2
@@ -199,7 +204,7 @@ def test_summary_from_records():
     assert s["train_images_per_second"] == pytest.approx(700 / 4.0)
     assert s["train_seconds"] == 7.0
     assert (
-        summarize(records, experiment="x", params=7, target_accuracy=0.99)["seconds_to_target"]
+        summarize(records, experiment="x", params=7, target=0.99)["seconds_to_target"]
         is None
     )
 

@@ -10,12 +10,13 @@ the resolved config, library versions). Nothing else is needed to continue: ever
 choice is derived from ``(seed, step)`` (step keys) or ``(seed, epoch)`` (data order).
 
 When it is written. After the evaluation of every ``checkpoint.every_epochs``-th epoch
-(tagged with that epoch's ``test_accuracy``), after the last step, and when SIGTERM/SIGINT
-asks the run to stop (untagged). Orbax writes each checkpoint under a temporary name and
-renames it when complete, so a crash mid-write leaves the previous checkpoints intact.
+(tagged with that epoch's test metric: accuracy, or PSNR for reconstruction), after the
+last step, and when SIGTERM/SIGINT asks the run to stop (untagged). Orbax writes each
+checkpoint under a temporary name and renames it when complete, so a crash mid-write
+leaves the previous checkpoints intact.
 
 Which are kept. The latest ``checkpoint.keep`` and, with ``checkpoint.keep_best``, the one
-with the best test accuracy.
+with the best test metric (both metrics are better when higher).
 
 Async. With ``checkpoint.async_save`` ``save`` returns once the arrays are copied off the
 device; files are written in a background thread. A new save waits for the previous one,
@@ -35,7 +36,7 @@ import orbax.checkpoint as ocp
 
 from cnnjax.training.step import TrainState
 
-_BEST_METRIC = "test_accuracy"
+_BEST_METRIC = "test_metric"
 
 
 class Checkpoints:
@@ -44,7 +45,7 @@ class Checkpoints:
     Args:
       directory: where checkpoints live (created if missing).
       keep: how many of the most recent checkpoints to keep.
-      keep_best: also keep the checkpoint with the highest ``test_accuracy``.
+      keep_best: also keep the checkpoint with the highest test metric.
       async_save: write in a background thread.
     """
 
@@ -72,11 +73,11 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def save(
-        self, state: TrainState, *, step: int, meta: dict[str, Any], test_accuracy: float | None
+        self, state: TrainState, *, step: int, meta: dict[str, Any], test_metric: float | None
     ) -> None:
         """Saves ``state`` (after ``step`` steps) with ``meta``; returns before it is on disk
-        when async. ``test_accuracy`` tags the checkpoint for keep-best (None: untagged)."""
-        metrics = None if test_accuracy is None else {_BEST_METRIC: test_accuracy}
+        when async. ``test_metric`` tags the checkpoint for keep-best (None: untagged)."""
+        metrics = None if test_metric is None else {_BEST_METRIC: test_metric}
         self._manager.save(
             step,
             args=ocp.args.Composite(

@@ -179,12 +179,13 @@ def validate(config: ml_collections.ConfigDict, *, models: Sequence[str]) -> Non
       config: a resolved experiment config.
       models: the registered model names (``cnnjax.models.available()``).
     """
-    from cnnjax.training import augment, feed, optim  # registries live beside their code
+    from cnnjax.training import augment, feed, optim, tasks  # registries beside their code
 
     for path in ("dataset.name", "model.name"):
         if not _get(config, path):
             raise ConfigError(f"{path} must be set (by the experiment or --config.{path}=...)")
     _check_choice("model.name", config.model.name, models)
+    _check_choice("task", config.task, tasks.TASKS)
     _check_choice("optimizer.name", config.optimizer.name, optim.OPTIMIZERS)
     _check_choice("schedule.name", config.schedule.name, optim.SCHEDULES)
     _check_choice("augment.name", config.augment.name, augment.AUGMENTATIONS)

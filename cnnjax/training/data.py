@@ -43,7 +43,7 @@ class Split:
     """One split in memory.
 
     Attributes:
-      images: ``(N, H, W, C)`` uint8.
+      images: ``(N, *spatial, C)`` uint8 (images; clips when distorted into clips).
       labels: ``(N,)`` int32.
     """
 

@@ -7,12 +7,13 @@ numbers go to TensorBoard event files (``tensorboard/``). The learning-curve PNG
 ``metrics.jsonl``.
 
 Record fields: ``epoch`` (1-based), ``step`` (optimizer steps so far), ``lr`` (at the last
-step), ``train_loss``/``train_accuracy`` (over the epoch's steps), ``test_loss``/
-``test_accuracy`` (over the whole test split), ``elapsed_seconds`` (wall time from the
-run's first step to the end of this evaluation, compilation included, summed over
-restarts), ``epoch_seconds``, and ``steady_images``/``steady_seconds`` (images trained and
-seconds spent in train steps this epoch, leaving out each process's first call, which
-includes compilation).
+step), ``train_loss``/``train_<metric>`` (over the epoch's steps), ``test_loss``/
+``test_<metric>`` (over the whole test split), where ``<metric>`` is the task's
+(``accuracy`` for classifiers, ``psnr`` for reconstruction; :mod:`cnnjax.training.tasks`),
+``elapsed_seconds`` (wall time from the run's first step to the end of this evaluation,
+compilation included, summed over restarts), ``epoch_seconds``, and
+``steady_images``/``steady_seconds`` (images trained and seconds spent in train steps this
+epoch, leaving out each process's first call, which includes compilation).
 """
 
 from __future__ import annotations
@@ -24,13 +25,6 @@ from typing import Any
 
 Record = dict[str, Any]
 
-_TENSORBOARD_TAGS = {
-    "train_loss": "train/loss",
-    "train_accuracy": "train/accuracy",
-    "test_loss": "test/loss",
-    "test_accuracy": "test/accuracy",
-    "lr": "learning_rate",
-}
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -42,11 +36,15 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 class MetricsLog:
-    """``metrics.jsonl`` and TensorBoard events in ``workdir``."""
+    """``metrics.jsonl`` and TensorBoard events in ``workdir``, for a task's ``metric``."""
 
-    def __init__(self, workdir: str | Path):
+    def __init__(self, workdir: str | Path, *, metric: str):
         from tensorboardX import SummaryWriter
 
+        self._tags = {"lr": "learning_rate"}
+        for split in ("train", "test"):
+            for name in ("loss", metric):
+                self._tags[f"{split}_{name}"] = f"{split}/{name}"
         self.path = Path(workdir) / "metrics.jsonl"
         self._tensorboard = SummaryWriter(logdir=str(Path(workdir) / "tensorboard"))
 
@@ -72,7 +70,7 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        for key, tag in _TENSORBOARD_TAGS.items():
+        for key, tag in self._tags.items():
             self._tensorboard.add_scalar(tag, record[key], record["step"])
         self._tensorboard.flush()
 
@@ -80,21 +78,25 @@ class MetricsLog:
         self._tensorboard.close()
 
 
-def plot_learning_curves(records: list[Record], path: str | Path) -> None:
-    """Loss and accuracy per epoch, train and test, side by side, as a PNG."""
+def plot_learning_curves(
+    records: list[Record], path: str | Path, *, metric: str, loss_name: str
+) -> None:
+    """Loss and ``metric`` per epoch, train and test, side by side, as a PNG
+    (accuracy is drawn in %)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in records]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    scale, label = (100, "accuracy (%)") if metric == "accuracy" else (1, metric)
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for split in ("train", "test"):
         loss_ax.plot(epochs, [r[f"{split}_loss"] for r in records], "o-", label=split)
-        acc_ax.plot(epochs, [100 * r[f"{split}_accuracy"] for r in records], "o-", label=split)
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (loss_ax, acc_ax):
+        metric_ax.plot(epochs, [scale * r[f"{split}_{metric}"] for r in records], "o-", label=split)
+    loss_ax.set(xlabel="epoch", ylabel=loss_name, title="loss")
+    metric_ax.set(xlabel="epoch", ylabel=label, title=metric)
+    for ax in (loss_ax, metric_ax):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -103,31 +105,42 @@ def plot_learning_curves(records: list[Record], path: str | Path) -> None:
 
 
 def summarize(
-    records: list[Record], *, experiment: str, params: int, target_accuracy: float | None
+    records: list[Record],
+    *,
+    experiment: str,
+    params: int,
+    metric: str = "accuracy",
+    target: float | None,
 ) -> dict[str, Any]:
     """The ``summary.json`` of a run from its records (keys as in the SPEC).
 
-    ``train_images_per_second`` is steady state: images over seconds of the train steps,
-    leaving out each process's first call (compilation). ``seconds_to_target`` is the
-    ``elapsed_seconds`` of the first evaluation that reached ``target_accuracy``, or None.
+    ``final_test_<metric>``/``best_test_<metric>``/``target_<metric>`` name the task's
+    metric; ``final_test_accuracy`` and ``best_test_accuracy`` are always present (None for
+    a task without accuracy). ``train_images_per_second`` is steady state: images over
+    seconds of the train steps, leaving out each process's first call (compilation).
+    ``seconds_to_target`` is the ``elapsed_seconds`` of the first evaluation whose test
+    metric reached ``target``, or None.
     """
     last = records[-1] if records else {}
-    accuracies = [r["test_accuracy"] for r in records]
+    scores = [r[f"test_{metric}"] for r in records]
     steady_seconds = sum(r["steady_seconds"] for r in records)
     reached = [
         r["elapsed_seconds"]
         for r in records
-        if target_accuracy is not None and r["test_accuracy"] >= target_accuracy
+        if target is not None and r[f"test_{metric}"] >= target
     ]
-    best = max(range(len(records)), key=lambda i: accuracies[i]) if records else None
+    best = max(range(len(records)), key=lambda i: scores[i]) if records else None
     return {
         "experiment": experiment,
         "params": params,
         "epochs": last.get("epoch", 0),
         "steps": last.get("step", 0),
-        "final_test_accuracy": last.get("test_accuracy"),
+        "metric": metric,
+        "final_test_accuracy": None,
+        "best_test_accuracy": None,
+        f"final_test_{metric}": last.get(f"test_{metric}"),
         "final_test_loss": last.get("test_loss"),
-        "best_test_accuracy": accuracies[best] if records else None,
+        f"best_test_{metric}": scores[best] if records else None,
         "best_epoch": records[best]["epoch"] if records else None,
         "train_seconds": last.get("elapsed_seconds", 0.0),
         "train_images_per_second": (
@@ -135,6 +148,6 @@ def summarize(
             if steady_seconds > 0
             else None
         ),
-        "target_accuracy": target_accuracy,
+        f"target_{metric}": target,
         "seconds_to_target": reached[0] if reached else None,
     }

@@ -3,8 +3,9 @@
 Randomness: a step's key is ``fold_in(step_key, state.step)``, split into the
 augmentation and dropout keys, so it depends on (seed, step) only, never on how often the
 process was restarted. Preprocessing happens inside ``jit``: uint8 pixels become floats in
-``[0, 1]``, are zero-padded by ``dataset.pad``, augmented (train only), then normalised
-with ``dataset.mean``/``dataset.std``.
+``[0, 1]``, are augmented (train only), zero-padded by ``dataset.pad``, then normalised
+with ``dataset.mean``/``dataset.std``. What is minimised and measured is the task's
+(:mod:`cnnjax.training.tasks`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import optax
 from jax import lax
 from jax.sharding import NamedSharding
 
-from cnnjax.training.optim import correct, cross_entropy
+from cnnjax.training.tasks import Task
 
 PyTree = Any
 
@@ -36,8 +37,9 @@ class TrainState:
       params: the model's ``params`` collection.
       batch_stats: the model's ``batch_stats`` collection (``{}`` without batch norm).
       opt_state: the optax state.
-      sums: running sums over the current epoch's steps so far: ``loss`` (float32, the
-        plain cross-entropy summed over examples), ``correct`` and ``count`` (int32).
+      sums: running sums over the current epoch's steps so far: ``loss`` and ``metric``
+        (float32, the task's reported loss and metric summed over examples) and ``count``
+        (int32).
     """
 
     step: jax.Array
@@ -56,18 +58,18 @@ class TrainState:
 def zero_sums() -> dict[str, jax.Array]:
     return {
         "loss": jnp.zeros((), jnp.float32),
-        "correct": jnp.zeros((), jnp.int32),
+        "metric": jnp.zeros((), jnp.float32),
         "count": jnp.zeros((), jnp.int32),
     }
 
 
 def add_sums(
-    sums: dict[str, jax.Array], losses: jax.Array, hits: jax.Array, mask: jax.Array
+    sums: dict[str, jax.Array], losses: jax.Array, metrics: jax.Array, mask: jax.Array
 ) -> dict[str, jax.Array]:
-    """Adds per-example ``losses``, ``hits`` and ``mask`` (all ``(N,)``) to ``sums``."""
+    """Adds per-example ``losses`` and ``metrics`` where ``mask`` (all ``(N,)``) to ``sums``."""
     return {
         "loss": sums["loss"] + jnp.sum(jnp.where(mask, losses, 0.0)),
-        "correct": sums["correct"] + jnp.sum(jnp.where(mask, hits, 0)),
+        "metric": sums["metric"] + jnp.sum(jnp.where(mask, metrics, 0.0)),
         "count": sums["count"] + jnp.sum(mask.astype(jnp.int32)),
     }
 
@@ -89,11 +91,13 @@ def init_state(
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
-    """uint8 pixels to model inputs (see the module docstring).
+    """uint8 pixels to model inputs: ``finish(to_unit(images))``, with the train
+    augmentation in between (see the module docstring).
 
     Attributes:
       mean, std: normalisation of intensities in ``[0, 1]``.
-      pad: zero pixels added on every side (e.g. to fit 8x8 digits to a 5x5-conv model).
+      pad: zero pixels added on every side of each spatial dim (e.g. to fit 8x8 digits to
+        a 5x5-conv model).
     """
 
     mean: float
@@ -101,27 +105,26 @@ class Preprocess:
     pad: int = 0
 
     def to_unit(self, images: jax.Array) -> jax.Array:
-        """``(N, H, W, C)`` uint8 -> ``(N, H + 2 pad, W + 2 pad, C)`` float32 in [0, 1]."""
-        x = images.astype(jnp.float32) / 255.0
-        if self.pad:
-            p = self.pad
-            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-        return x
+        """``(N, *spatial, C)`` uint8 -> float32 intensities in [0, 1]."""
+        return images.astype(jnp.float32) / 255.0
 
-    def normalise(self, x: jax.Array) -> jax.Array:
+    def finish(self, x: jax.Array) -> jax.Array:
+        """``(N, *spatial, C)`` intensities -> normalised model inputs, padded by ``pad``."""
+        if self.pad:
+            x = jnp.pad(x, [(0, 0)] + [(self.pad, self.pad)] * (x.ndim - 2) + [(0, 0)])
         return (x - self.mean) / self.std
 
     def __call__(self, images: jax.Array) -> jax.Array:
-        return self.normalise(self.to_unit(images))
+        return self.finish(self.to_unit(images))
 
 
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
     *,
+    task: Task,
     preprocess: Preprocess,
     augment: Callable[[jax.Array, jax.Array], jax.Array],
-    label_smoothing: float,
     step_key: jax.Array,
 ) -> Callable[[TrainState, jax.Array, jax.Array], TrainState]:
     """One optimizer step, ``(state, images (B, H, W, C) uint8, labels (B,)) -> state``.
@@ -131,7 +134,7 @@ def make_train_step(
 
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array) -> TrainState:
         aug_key, dropout_key = jax.random.split(jax.random.fold_in(step_key, state.step))
-        x = preprocess.normalise(augment(aug_key, preprocess.to_unit(images)))
+        x = preprocess.finish(augment(aug_key, preprocess.to_unit(images)))
         mutable = ["batch_stats"] if state.batch_stats else False
 
         def loss_fn(params):
@@ -139,19 +142,14 @@ def make_train_step(
             out = model.apply(
                 variables, x, train=True, rngs={"dropout": dropout_key}, mutable=mutable
             )
-            logits, new_vars = out if mutable else (out, {})
-            loss = cross_entropy(logits, labels, label_smoothing=label_smoothing).mean()
-            return loss, (logits, new_vars.get("batch_stats", state.batch_stats))
+            outputs, new_vars = out if mutable else (out, {})
+            loss = task.loss(outputs, x, labels).mean()
+            return loss, (outputs, new_vars.get("batch_stats", state.batch_stats))
 
-        grads, (logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+        grads, (outputs, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        # Metrics are the plain cross-entropy (no smoothing), so train and test curves
-        # measure the same thing.
         sums = add_sums(
-            state.sums,
-            cross_entropy(logits, labels),
-            correct(logits, labels),
-            jnp.ones(labels.shape, bool),
+            state.sums, *task.evaluate(outputs, x, labels), jnp.ones(labels.shape, bool)
         )
         return state.replace(
             step=state.step + 1,
@@ -203,6 +201,7 @@ def make_train_chunk(
 def make_eval_chunk(
     model: nn.Module,
     *,
+    task: Task,
     preprocess: Preprocess,
     eval_batch_size: int,
     batch_sharding: NamedSharding,
@@ -211,7 +210,7 @@ def make_eval_chunk(
 
     The returned ``chunk(state, images, labels, num_valid)`` takes ``images (M, H, W, C)``
     uint8 and ``labels (M,)`` with ``M`` a multiple of ``eval_batch_size``, of which only
-    the first ``num_valid`` are real, and returns the sums ``loss``, ``correct``, ``count``
+    the first ``num_valid`` are real, and returns the sums ``loss``, ``metric``, ``count``
     over those (``count == num_valid``).
     """
 
@@ -222,9 +221,10 @@ def make_eval_chunk(
             x = lax.dynamic_slice_in_dim(images, lo, eval_batch_size)
             y = lax.dynamic_slice_in_dim(labels, lo, eval_batch_size)
             x = lax.with_sharding_constraint(x, batch_sharding)
-            logits = model.apply(state.variables(), preprocess(x), train=False)
+            x = preprocess(x)
+            outputs = model.apply(state.variables(), x, train=False)
             mask = lo + jnp.arange(eval_batch_size) < num_valid
-            return add_sums(sums, cross_entropy(logits, y), correct(logits, y), mask), None
+            return add_sums(sums, *task.evaluate(outputs, x, y), mask), None
 
         sums, _ = lax.scan(body, zero_sums(), jnp.arange(images.shape[0] // eval_batch_size))
         return sums

@@ -4,7 +4,8 @@ Stages: config -> data -> model -> optimizer and steps -> init -> restore -> loo
 evaluate, log, checkpoint) -> summary. Every output lands in ``workdir``:
 
 - ``config.json`` (the resolved config), ``metrics.jsonl``, ``tensorboard/``,
-  ``checkpoints/``, ``learning_curves.png``, ``summary.json`` (when training finishes).
+  ``checkpoints/``, ``learning_curves.png``, ``summary.json`` (when training finishes),
+  and for reconstruction ``reconstructions.png`` (test inputs above their reconstructions).
 
 Resume happens in this order (see :mod:`cnnjax.training.checkpoint` for the protocol):
 (1) everything is built exactly as for a fresh run, including the abstract train state
@@ -44,6 +45,7 @@ from cnnjax.training import augment as augment_lib
 from cnnjax.training import data as data_lib
 from cnnjax.training import feed as feed_lib
 from cnnjax.training import optim
+from cnnjax.training import tasks as tasks_lib
 from cnnjax.training.checkpoint import Checkpoints
 from cnnjax.training.config import ConfigError, steps, validate
 from cnnjax.training.metrics import MetricsLog, plot_learning_curves, summarize, write_json
@@ -99,8 +101,10 @@ def train_and_evaluate(
     config_dict = json.loads(config.to_json_best_effort())
     print(f"Experiment {config.experiment!r}, work directory {workdir}\n{config}", flush=True)
 
+    task = tasks_lib.make_task(config)
+
     # ------------------------------------------------------------------ data
-    dataset = data_lib.load(config.dataset)
+    dataset = augment_lib.distort_test(data_lib.load(config.dataset), config)
     mesh = Mesh(np.array(jax.devices()), ("data",))
     batch_sharding = NamedSharding(mesh, P("data"))
     replicated = NamedSharding(mesh, P())
@@ -137,10 +141,14 @@ def train_and_evaluate(
     # ------------------------------------------------------------------ model
     model = models.get(config.model.name, **config.model.kwargs.to_dict())
     preprocess = Preprocess(config.dataset.mean, config.dataset.std, config.dataset.pad)
-    input_shape = jax.eval_shape(preprocess, dataset.train.images[:1]).shape
+    augment = augment_lib.make_augment(config)
+    input_shape = jax.eval_shape(
+        lambda images: preprocess.finish(augment(jax.random.key(0), preprocess.to_unit(images))),
+        dataset.train.images[:1],
+    ).shape
     rows = layer_rows(model, input_shape)
     print(f"Model {config.model.name!r}:\n{format_table(rows)}", flush=True)
-    _check_outputs(model, input_shape, dataset.num_classes)
+    _check_outputs(model, task, input_shape, dataset.num_classes)
 
     # ------------------------------------------------------------------ optimizer, steps
     schedule = optim.make_schedule(config, total_steps=total_steps, warmup_steps=warmup_steps)
@@ -153,9 +161,9 @@ def train_and_evaluate(
     train_step = make_train_step(
         model,
         tx,
+        task=task,
         preprocess=preprocess,
-        augment=augment_lib.make_augment(config),
-        label_smoothing=config.label_smoothing,
+        augment=augment,
         step_key=step_key,
     )
     train_chunk = make_train_chunk(
@@ -163,6 +171,7 @@ def train_and_evaluate(
     )
     eval_chunk = make_eval_chunk(
         model,
+        task=task,
         preprocess=preprocess,
         eval_batch_size=config.eval_batch_size,
         batch_sharding=batch_sharding,
@@ -189,7 +198,8 @@ def train_and_evaluate(
         keep_best=config.checkpoint.keep_best,
         async_save=config.checkpoint.async_save,
     )
-    log = MetricsLog(workdir)
+    log = MetricsLog(workdir, metric=task.metric)
+    metric = task.metric
     start_step = checkpoints.latest_step()
     if start_step is None:
         state = jax.jit(fresh_state, out_shardings=shardings)(init_key)
@@ -236,6 +246,7 @@ def train_and_evaluate(
                     done=step - epoch_start,
                     batch_size=config.batch_size,
                     compiled=compiled,
+                    task=task,
                 )
                 # -------------------------------------------------------- train
                 while step < epoch_end:
@@ -248,7 +259,7 @@ def train_and_evaluate(
                     if stop.requested or (stop_at_step is not None and step >= stop_at_step):
                         progress.finish()
                         checkpoints.save(
-                            state, step=step, meta=meta_for(step, clock()), test_accuracy=None
+                            state, step=step, meta=meta_for(step, clock()), test_metric=None
                         )
                         raise Interrupted(step, stop.signum)
                 train_sums = jax.device_get(state.sums)  # waits for the epoch's last step
@@ -261,9 +272,9 @@ def train_and_evaluate(
                     "step": step,
                     "lr": float(lr_at(step - 1)),
                     "train_loss": float(train_sums["loss"] / train_sums["count"]),
-                    "train_accuracy": float(train_sums["correct"] / train_sums["count"]),
+                    f"train_{metric}": float(train_sums["metric"] / train_sums["count"]),
                     "test_loss": float(test_sums["loss"] / test_sums["count"]),
-                    "test_accuracy": float(test_sums["correct"] / test_sums["count"]),
+                    f"test_{metric}": float(test_sums["metric"] / test_sums["count"]),
                     "elapsed_seconds": clock(),
                     "epoch_seconds": time.perf_counter() - t_epoch,
                     "steady_images": steady_images,
@@ -271,14 +282,14 @@ def train_and_evaluate(
                 }
                 records.append(record)
                 log.append(record)
-                print(_epoch_line(record, num_epochs), flush=True)
+                print(_epoch_line(record, num_epochs, task), flush=True)
                 # -------------------------------------------------------- checkpoint
                 if (epoch + 1) % config.checkpoint.every_epochs == 0 or step == total_steps:
                     checkpoints.save(
                         state,
                         step=step,
                         meta=meta_for(step, record["elapsed_seconds"]),
-                        test_accuracy=record["test_accuracy"],
+                        test_metric=record[f"test_{metric}"],
                     )
     finally:
         # Whatever happened, finish writing what was started: pending checkpoint writes,
@@ -286,19 +297,27 @@ def train_and_evaluate(
         checkpoints.close()
         log.close()
         if records:
-            plot_learning_curves(records, workdir / "learning_curves.png")
+            plot_learning_curves(
+                records,
+                workdir / "learning_curves.png",
+                metric=metric,
+                loss_name=task.loss_name,
+            )
+    if isinstance(task, tasks_lib.Reconstruction):
+        _save_reconstructions(model, state, preprocess, dataset.test.images[:8], workdir)
 
     # ------------------------------------------------------------------ summary
     summary = summarize(
         records,
         experiment=config.experiment,
         params=num_params,
-        target_accuracy=config.target_accuracy,
+        metric=metric,
+        target=tasks_lib.target(config, task),
     )
     summary["workdir"] = str(workdir)
     summary["devices"] = [str(d) for d in jax.devices()]
     write_json(workdir / "summary.json", summary)
-    print(_final_report(summary, workdir), flush=True)
+    print(_final_report(summary, workdir, task), flush=True)
     return summary
 
 
@@ -325,7 +344,16 @@ class _EpochProgress:
       compiled: chunk lengths already compiled in this process; updated in place.
     """
 
-    def __init__(self, desc: str, *, total: int, done: int, batch_size: int, compiled: set[int]):
+    def __init__(
+        self,
+        desc: str,
+        *,
+        total: int,
+        done: int,
+        batch_size: int,
+        compiled: set[int],
+        task: tasks_lib.Task,
+    ):
         self._bar = tqdm(
             total=total,
             initial=done,
@@ -337,6 +365,7 @@ class _EpochProgress:
         )
         self._batch_size = batch_size
         self._compiled = compiled
+        self._task = task
         self._start = self._refreshed = time.perf_counter()
         self._steady_steps = 0
         self._compile_seconds = 0.0
@@ -356,7 +385,7 @@ class _EpochProgress:
         now = time.perf_counter()
         if not self._bar.disable and now - self._refreshed > _PROGRESS_REFRESH_SECONDS:
             self._refreshed = now
-            self._bar.set_postfix_str(_train_postfix(state.sums, *self.steady()))
+            self._bar.set_postfix_str(_train_postfix(state.sums, self._task, *self.steady()))
         return state
 
     def steady(self) -> tuple[int, float]:
@@ -379,60 +408,82 @@ def _check_divisible(config: ml_collections.ConfigDict, num_devices: int) -> Non
             )
 
 
-def _check_outputs(model: flax.linen.Module, input_shape: tuple[int, ...], classes: int) -> None:
+def _check_outputs(
+    model: flax.linen.Module, task: tasks_lib.Task, input_shape: tuple[int, ...], classes: int
+) -> None:
     def apply(x):
         variables = model.init(jax.random.key(0), x, train=False)
         return model.apply(variables, x, train=False)
 
     out = jax.eval_shape(apply, jax.ShapeDtypeStruct(input_shape, jnp.float32))
-    if out.shape[-1:] != (classes,):
-        raise ConfigError(
-            f"model outputs {out.shape} for input {input_shape}, but the dataset has "
-            f"{classes} classes (set config.model.kwargs.num_classes={classes})"
-        )
+    task.check_outputs(out.shape, input_shape, classes)
+
+
+def _save_reconstructions(
+    model: flax.linen.Module,
+    state: TrainState,
+    preprocess: Preprocess,
+    images: np.ndarray,
+    workdir: Path,
+) -> None:
+    """``reconstructions.png``: ``images`` (uint8) above the model's reconstructions."""
+    x = preprocess(jnp.asarray(images))
+    out = model.apply(state.variables(), x, train=False)
+    inputs, outputs = (np.asarray(y) * preprocess.std + preprocess.mean for y in (x, out))
+    tasks_lib.save_reconstructions(inputs, outputs, workdir / "reconstructions.png")
 
 
 def _evaluate(eval_chunk, state: TrainState, eval_feed: feed_lib.EvalFeed) -> dict[str, Any]:
     """Loss/correct/count sums over the whole test split."""
-    total = {"loss": 0.0, "correct": 0, "count": 0}
+    total = {"loss": 0.0, "metric": 0.0, "count": 0}
     for images, labels, num_valid in eval_feed.chunks():
         sums = jax.device_get(eval_chunk(state, images, labels, num_valid))
         total = {k: total[k] + sums[k].item() for k in total}
     return total
 
 
-def _train_postfix(sums: dict[str, jax.Array], images: int, seconds: float) -> str:
+def _train_postfix(
+    sums: dict[str, jax.Array], task: tasks_lib.Task, images: int, seconds: float
+) -> str:
     sums = jax.device_get(sums)
     count = max(int(sums["count"]), 1)
     speed = f", {images / seconds:,.0f} img/s" if seconds > 0 and images else ""
-    return f"loss {sums['loss'] / count:.4f}, acc {100 * sums['correct'] / count:.2f}%{speed}"
+    return (
+        f"loss {sums['loss'] / count:.4f}, {task.metric} "
+        f"{task.format(sums['metric'] / count)}{speed}"
+    )
 
 
-def _epoch_line(r: dict[str, Any], num_epochs: int) -> str:
+def _epoch_line(r: dict[str, Any], num_epochs: int, task: tasks_lib.Task) -> str:
     speed = r["steady_images"] / r["steady_seconds"] if r["steady_seconds"] > 0 else 0.0
+    m = task.metric
     return (
         f"epoch {r['epoch']:>3}/{num_epochs}  step {r['step']:>7,}  lr {r['lr']:.2e}  "
-        f"train loss {r['train_loss']:.4f} acc {100 * r['train_accuracy']:.2f}%  "
-        f"test loss {r['test_loss']:.4f} acc {100 * r['test_accuracy']:.2f}%  "
+        f"train loss {r['train_loss']:.4f} {m} {task.format(r[f'train_{m}'])}  "
+        f"test loss {r['test_loss']:.4f} {m} {task.format(r[f'test_{m}'])}  "
         f"{speed:,.0f} img/s  {r['elapsed_seconds']:.1f}s"
     )
 
 
-def _final_report(s: dict[str, Any], workdir: Path) -> str:
+def _final_report(s: dict[str, Any], workdir: Path, task: tasks_lib.Task) -> str:
+    m = task.metric
     to_target = (
         f"{s['seconds_to_target']:.1f}s" if s["seconds_to_target"] is not None else "not reached"
     )
+    target = s[f"target_{m}"]
     speed = s["train_images_per_second"]
+    extra = ", reconstructions.png" if isinstance(task, tasks_lib.Reconstruction) else ""
     lines = [
-        f"Final test accuracy {100 * s['final_test_accuracy']:.2f}% "
-        f"(best {100 * s['best_test_accuracy']:.2f}% at epoch {s['best_epoch']})"
-        if s["final_test_accuracy"] is not None
+        f"Final test {m} {task.format(s[f'final_test_{m}'])} "
+        f"(best {task.format(s[f'best_test_{m}'])} at epoch {s['best_epoch']})"
+        if s[f"final_test_{m}"] is not None
         else "No epoch finished.",
         f"Trained {s['steps']:,} steps in {s['train_seconds']:.1f}s"
         + (f", {speed:,.0f} img/s steady state" if speed else "")
-        + f"; time to {100 * s['target_accuracy']:.2f}% test accuracy: {to_target}.",
+        + (f"; time to test {m} {task.format(target)}: {to_target}" if target else "")
+        + ".",
         f"Outputs in {workdir}/: config.json, metrics.jsonl, summary.json, "
-        "learning_curves.png, tensorboard/, checkpoints/",
+        f"learning_curves.png{extra}, tensorboard/, checkpoints/",
     ]
     return "\n".join(lines)
 

@@ -1,0 +1,32 @@
+"""A convolutional autoencoder (46,857 params) reconstructing MNIST digits.
+
+Strided 3x3 convs encode a 28x28 digit into a 7x7x8 code (392 numbers); stride-2
+transposed convs decode it. Trained on the squared error of the normalised pixels
+(``task="reconstruction"``); the metric is the test PSNR in dB on the [0, 1] scale, and the
+run writes ``reconstructions.png`` (test digits above their reconstructions).
+
+Command:
+  TFDS_DATA_DIR=../shared/tfds python launch.py --exp mnist_autoencoder
+
+Hardware and runtime: the 2-core x86 CPU, no GPU: TODO: measure.
+Expected: final test PSNR TODO: measure.
+
+Recipe: the MNIST recipe's Adam and one-cycle schedule, without augmentation (the
+target is the input itself), 12 epochs.
+"""
+
+import ml_collections
+
+from cnnjax.training import defaults
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = defaults.mnist_config()
+    c.task = "reconstruction"
+    c.model.name = "conv_autoencoder"
+    c.model.kwargs.widths = (32, 64)
+    c.model.kwargs.latent = 8
+    c.augment.name = "none"
+    c.target_accuracy = None
+    c.target_psnr = 20.0
+    return c
