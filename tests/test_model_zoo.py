@@ -20,6 +20,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cnnjax import models
+from cnnjax.analysis.gradcheck_model import check_model, format_by_layer
 from cnnjax.models.dilated import receptive_field
 from cnnjax.models.lenet_classic import TABLE_I, ConnectionTableConv, Subsampling, table_to_mask
 from cnnjax.training import apply_overrides, load_experiment, train_and_evaluate
@@ -450,3 +451,47 @@ def test_experiment_trains_two_steps_on_generated_data(experiment, tiny_model, t
     assert np.isfinite(record["train_loss"]) and np.isfinite(record["test_loss"])
     assert (workdir / "checkpoints" / "2").is_dir()
     assert (workdir / "learning_curves.png").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Every model: the full-model gradient check in float64
+# ---------------------------------------------------------------------------------------
+
+# Every registered model at its default size, on a batch of 2 of the inputs it is built
+# for (the 1998 LeNet needs 32x32 MNIST, the clip net clips, the sequence nets images).
+GRADCHECK_INPUTS = {
+    "alexnet_small": (2, 32, 32, 3),
+    "conv1d_seq": (2, 28, 28, 1),
+    "conv3d_clips": (2, 8, 32, 32, 1),
+    "conv_autoencoder": (2, 28, 28, 1),
+    "deformable_cnn": (2, 28, 28, 1),
+    "dilated_cnn": (2, 28, 28, 1),
+    "inception_small": (2, 32, 32, 3),
+    "keras_book_cnn": (2, 28, 28, 1),
+    "lenet5": (2, 28, 28, 1),
+    "lenet5_classic": (2, 32, 32, 1),
+    "mobilenet_small": (2, 32, 32, 3),
+    "nin": (2, 28, 28, 1),
+    "tf_tutorial_cnn": (2, 28, 28, 1),
+}
+
+
+def test_every_registered_model_has_a_gradcheck_input():
+    assert sorted(GRADCHECK_INPUTS) == models.available()
+
+
+@pytest.mark.parametrize(("name", "input_shape"), GRADCHECK_INPUTS.items())
+def test_full_model_gradient_check_in_float64(name, input_shape):
+    x = np.random.default_rng(0).normal(size=input_shape)
+    report = check_model(models.get(name), x, max_entries=8)
+    text = format_by_layer(report)
+    assert report.passed, text
+    # every parameter leaf of the model was checked
+    assert {row.path for row in report.rows} == set(_param_paths(name, input_shape))
+
+
+def _param_paths(name: str, input_shape: tuple[int, ...]) -> list[str]:
+    x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
+    params = jax.eval_shape(lambda x: models.get(name).init(KEY, x)["params"], x)
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    return ["/".join(str(k.key) for k in path) for path, _ in flat]
