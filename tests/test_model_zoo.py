@@ -401,6 +401,23 @@ ZOO_EXPERIMENTS = {
     ],
     "mnist_mobilenet": ["--config.model.kwargs.blocks=((8, 1), (8, 2))"],
     "mnist_dilated": ["--config.model.kwargs.features=4"],
+    "mnist_deformable": [
+        "--config.model.kwargs.features=(4, 4)",
+        "--config.model.kwargs.deformable_features=(4,)",
+    ],
+    "mnist_deformable_plain": [
+        "--config.model.kwargs.features=(4, 4)",
+        "--config.model.kwargs.deformable_features=(4,)",
+    ],
+    "mnist_conv1d_seq": ["--config.model.kwargs.features=(4, 4, 4)"],
+    "mnist_tcn": [
+        "--config.model.kwargs.features=(4, 4)",
+        "--config.model.kwargs.dilations=(1, 2)",
+        "--config.model.kwargs.pools=(1, 1)",
+    ],
+    # test digits become 4-frame clips (distort_test): the run fails unless they reach
+    # the 3-D model as clips
+    "mnist_clips": ["--config.model.kwargs.features=(2, 2, 2)", "--config.augment.num_frames=4"],
     "cifar10_alexnet": [
         "--config.model.kwargs.widths=(4, 4, 4, 4, 4)",
         "--config.model.kwargs.hidden=8",

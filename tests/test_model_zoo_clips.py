@@ -13,23 +13,18 @@ A 3-D conv with a ``kt x kh x kw`` kernel from ``c_in`` to ``c_out`` channels ha
 from __future__ import annotations
 
 import functools
-import json
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from cnnjax import models
 from cnnjax.analysis.gradcheck_model import check_model, format_by_layer
-from cnnjax.training import apply_overrides, load_experiment, train_and_evaluate
 from cnnjax.training.clips import bounce_positions, moving_clips, render_clips
 
 KEY = jax.random.key(0, impl="rbg")
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def _digits(n: int, h: int = 28, w: int = 28, c: int = 1, seed: int = 0) -> np.ndarray:
@@ -303,50 +298,3 @@ def test_images_instead_of_clips_raise():
     model = models.get("conv3d_clips")
     with pytest.raises(ValueError, match=r"batch of clips \(N, T, H, W, C\); got shape"):
         jax.eval_shape(model.init, KEY, jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32))
-
-
-# ---------------------------------------------------------------------------------------
-# The experiment
-# ---------------------------------------------------------------------------------------
-
-# 8 generated examples per split (tfds mock data: random images of the dataset's shape):
-# 2 steps of 4, one evaluation, one checkpoint; a 2-filter model on 4-frame clips.
-TINY_RUN = [
-    "--config.batch_size=4",
-    "--config.eval_batch_size=4",
-    "--config.total_epochs=None",
-    "--config.total_steps=2",
-    "--config.schedule.warmup_epochs=None",
-    "--config.schedule.warmup_steps=1",
-    "--config.dataset.download=False",  # never try the network from a test
-    "--config.checkpoint.async_save=False",
-    "--config.model.kwargs.features=(2, 2, 2)",
-    "--config.augment.num_frames=4",
-]
-
-
-@pytest.fixture
-def rbg_keys():
-    """The trainer's keys from the rbg PRNG, whose random init compiles several times
-    faster than threefry's (the values do not matter here)."""
-    before = jax.config.values["jax_default_prng_impl"]
-    jax.config.update("jax_default_prng_impl", "rbg")
-    yield
-    jax.config.update("jax_default_prng_impl", before)
-
-
-@pytest.mark.usefixtures("rbg_keys")
-def test_experiment_trains_two_steps_on_generated_data(tmp_path):
-    config = load_experiment("mnist_clips", EXPERIMENTS)
-    apply_overrides(config, [*TINY_RUN, f"--config.dataset.cache_dir={tmp_path / 'cache'}"])
-    workdir = tmp_path / "run"
-    with tfds.testing.mock_data(num_examples=8):
-        summary = train_and_evaluate(config, workdir)
-    assert summary["steps"] == 2
-    # T 4 -> 2 -> 1, H and W 32 -> 16 -> 8 -> 4: 16 positions of 2 features
-    k = (3, 3, 3)
-    assert summary["params"] == conv3(k, 1, 2) + 2 * conv3(k, 2, 2) + dense(16 * 2, 10)
-    assert json.loads((workdir / "config.json").read_text())["model"]["name"] == "conv3d_clips"
-    (record,) = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert np.isfinite(record["train_loss"]) and np.isfinite(record["test_loss"])
-    assert (workdir / "checkpoints" / "2").is_dir()

@@ -9,7 +9,6 @@ initialisation; and both experiments for two training steps on generated data.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -18,10 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from cnnjax import models
-from cnnjax.training import apply_overrides, load_experiment, train_and_evaluate
+from cnnjax.training import load_experiment
 from cnnjax.training.augment import AUGMENTATIONS, random_affine, rotate_and_scale
 
 # rbg compiles several times faster than threefry on CPU; the values do not matter here.
@@ -283,46 +281,3 @@ def test_plain_experiment_differs_from_the_deformable_one_in_one_field():
     )  # fmt: skip
     assert deformable == plain
     assert plain["augment"]["name"] == "random_affine" and plain["augment"]["distort_test"]
-
-
-# 8 generated examples per split (tfds mock data: random images of the dataset's shape):
-# 2 steps of 4, one evaluation, one checkpoint; a tiny net of the same kind.
-TINY_RUN = [
-    "--config.batch_size=4",
-    "--config.eval_batch_size=4",
-    "--config.total_epochs=None",
-    "--config.total_steps=2",
-    "--config.schedule.warmup_epochs=None",
-    "--config.schedule.warmup_steps=1",
-    "--config.dataset.download=False",  # never try the network from a test
-    "--config.checkpoint.async_save=False",
-    "--config.model.kwargs.features=(4, 4)",
-    "--config.model.kwargs.deformable_features=(4,)",
-]
-
-
-@pytest.fixture
-def rbg_keys():
-    """The trainer's keys from the rbg PRNG, whose random init compiles several times
-    faster than threefry's (the values do not matter here)."""
-    before = jax.config.values["jax_default_prng_impl"]
-    jax.config.update("jax_default_prng_impl", "rbg")
-    yield
-    jax.config.update("jax_default_prng_impl", before)
-
-
-@pytest.mark.usefixtures("rbg_keys")
-@pytest.mark.parametrize("experiment", ["mnist_deformable", "mnist_deformable_plain"])
-def test_experiment_trains_two_steps_on_generated_data(experiment, tmp_path):
-    config = load_experiment(experiment, EXPERIMENTS)
-    cache = f"--config.dataset.cache_dir={tmp_path / 'cache'}"
-    apply_overrides(config, [*TINY_RUN, cache])
-    workdir = tmp_path / "run"
-    with tfds.testing.mock_data(num_examples=8):
-        summary = train_and_evaluate(config, workdir)
-    assert summary["steps"] == 2 and summary["params"] > 0
-    assert json.loads((workdir / "config.json").read_text())["model"]["name"] == "deformable_cnn"
-    (record,) = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert np.isfinite(record["train_loss"]) and np.isfinite(record["test_loss"])
-    assert (workdir / "checkpoints" / "2").is_dir()
-    assert (workdir / "learning_curves.png").exists()

@@ -8,7 +8,6 @@ plus ``c_out`` biases; a dense layer ``n_in * n_out + n_out``.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -16,12 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from cnnjax import models
 from cnnjax.analysis import check_model, format_by_layer
 from cnnjax.models.conv1d_seq import receptive_field
-from cnnjax.training import apply_overrides, load_experiment, train_and_evaluate
+from cnnjax.training import load_experiment
 
 # rbg compiles several times faster than threefry on CPU; the values do not matter here.
 KEY = jax.random.key(0, impl="rbg")
@@ -331,56 +329,3 @@ def test_inputs_that_do_not_fit_raise_naming_the_argument(input_shape, argument)
     model = models.get("conv1d_seq")  # rows, pools (2, 2, 1): needs 4 rows
     with pytest.raises(ValueError, match=f"`{argument}`"):
         jax.eval_shape(model.init, KEY, jax.ShapeDtypeStruct(input_shape, jnp.float32))
-
-
-# ---------------------------------------------------------------------------------------
-# Both experiments: two training steps on generated data
-# ---------------------------------------------------------------------------------------
-
-# Narrow (and for the TCN shallow) versions of each experiment's model, of the same kind.
-SEQ_EXPERIMENTS = {
-    "mnist_conv1d_seq": ["--config.model.kwargs.features=(4, 4, 4)"],
-    "mnist_tcn": [
-        "--config.model.kwargs.features=(4, 4)",
-        "--config.model.kwargs.dilations=(1, 2)",
-        "--config.model.kwargs.pools=(1, 1)",
-    ],
-}
-
-TINY_RUN = [
-    "--config.batch_size=4",
-    "--config.eval_batch_size=4",
-    "--config.total_epochs=None",
-    "--config.total_steps=2",
-    "--config.schedule.warmup_epochs=None",
-    "--config.schedule.warmup_steps=1",
-    "--config.dataset.download=False",  # never try the network from a test
-    "--config.checkpoint.async_save=False",
-]
-
-
-@pytest.fixture
-def rbg_keys():
-    """The trainer's keys from the rbg PRNG, whose random init compiles several times
-    faster than threefry's (the values do not matter here)."""
-    before = jax.config.values["jax_default_prng_impl"]
-    jax.config.update("jax_default_prng_impl", "rbg")
-    yield
-    jax.config.update("jax_default_prng_impl", before)
-
-
-@pytest.mark.usefixtures("rbg_keys")
-@pytest.mark.parametrize(("experiment", "tiny_model"), SEQ_EXPERIMENTS.items())
-def test_experiment_trains_two_steps_on_generated_data(experiment, tiny_model, tmp_path):
-    config = load_experiment(experiment, EXPERIMENTS)
-    cache = f"--config.dataset.cache_dir={tmp_path / 'cache'}"
-    apply_overrides(config, [*TINY_RUN, *tiny_model, cache])
-    workdir = tmp_path / "run"
-    with tfds.testing.mock_data(num_examples=8):
-        summary = train_and_evaluate(config, workdir)
-    assert summary["steps"] == 2 and summary["params"] > 0
-    assert json.loads((workdir / "config.json").read_text())["model"]["name"] == config.model.name
-    (record,) = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert np.isfinite(record["train_loss"]) and np.isfinite(record["test_loss"])
-    assert (workdir / "checkpoints" / "2").is_dir()
-    assert (workdir / "learning_curves.png").exists()
