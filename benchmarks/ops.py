@@ -10,6 +10,11 @@ interleaved calls of each, ``block_until_ready`` before the clock is read, media
 ``temp MiB`` is XLA's temporary buffer size for the compiled forward+backward
 (``memory_analysis().temp_size_in_bytes``).
 
+A second table times the plain conv rows again inside a ``lax.scan`` of ``--loop_steps``
+steps, as a fused training chunk or an evaluation pass runs them: there XLA's CPU backend
+runs its native kernel-gradient convolution many times slower than outside a loop, which
+is why cnnjax lowers every CPU conv to im2col (``cnnjax/ops/_lowering.py``).
+
 The deformable row is compared with a plain conv of the same shape (not the same maths),
 and a second table gives its memory: forward and forward+backward temporaries next to the
 size of one ``(N, H_out, W_out, kh·kw·C_in)`` sampling tensor.
@@ -112,6 +117,21 @@ def fwd_bwd(fn: Callable[..., jax.Array], nargs: int):
     return jax.jit(jax.value_and_grad(lambda *a: jnp.sum(fn(*a)), argnums=tuple(range(nargs))))
 
 
+def fwd_bwd_in_loop(fn: Callable[..., jax.Array], nargs: int, steps: int):
+    """:func:`fwd_bwd` ``steps`` times inside one ``lax.scan`` (each step's gradients feed
+    the carry, so none is optimised away)."""
+    grad = jax.value_and_grad(lambda *a: jnp.sum(fn(*a)), argnums=tuple(range(nargs)))
+
+    def run(*args):
+        def body(total, _):
+            value, grads = grad(*args)
+            return total + value + sum(jnp.sum(g) for g in grads), None
+
+        return lax.scan(body, jnp.zeros((), jnp.float32), None, length=steps)[0]
+
+    return jax.jit(run)
+
+
 def temp_mib(fn, args) -> float:
     return fn.lower(*args).compile().memory_analysis().temp_size_in_bytes / MIB
 
@@ -151,6 +171,18 @@ def speed_table(rows: Sequence[Row], repeats: int) -> str:
     return "\n".join(lines)
 
 
+def loop_table(rows: Sequence[Row], steps: int, repeats: int) -> str:
+    lines = ["| op, inside lax.scan | cnnjax ms/step | direct lax ms/step | ratio |",
+             "|---|---:|---:|---:|"]
+    for row in rows:
+        ours = fwd_bwd_in_loop(row.ours, len(row.ours_args), steps)
+        direct = fwd_bwd_in_loop(row.direct, len(row.direct_args), steps)
+        t_ours, t_direct = time_pair(ours, row.ours_args, direct, row.direct_args, repeats)
+        lines.append(f"| {row.name} | {t_ours / steps:.2f} | {t_direct / steps:.2f} | "
+                     f"{t_ours / t_direct:.2f} |")
+    return "\n".join(lines)
+
+
 def deformable_memory_table(row: Row) -> str:
     x, _, w, _ = row.ours_args
     n, h, wd, c_in = x.shape
@@ -173,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=32, help="H = W of the input")
     parser.add_argument("--channels", type=int, default=64, help="C_in = C_out")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--loop_steps", type=int, default=4, help="steps per lax.scan")
     args = parser.parse_args(argv)
     rows = build_rows(args.batch, args.size, args.channels)
     device = jax.devices()[0]
@@ -180,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{args.channels}->{args.channels} channels, float32, jax {jax.__version__}, "
           f"{device.platform} ({device.device_kind}), median of {args.repeats}\n")
     print(speed_table(rows, args.repeats))
+    print()
+    plain_convs = [row for row in rows if row.name.startswith("conv 3x3")]
+    print(loop_table(plain_convs, args.loop_steps, repeats=3))
     print()
     print(deformable_memory_table(rows[-1]))
 
