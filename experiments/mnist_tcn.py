@@ -13,7 +13,7 @@ Hardware and runtime: the 2-core x86 CPU, no GPU: TODO: measure.
 Expected: final test accuracy TODO: measure.
 
 Recipe: that of mnist_lenet (Adam, one-cycle schedule peaking at 3e-3, batch 128,
-random shifts of up to 2 pixels), but 4 epochs with 1 of warm-up instead of 12 with 3:
+random shifts of up to 2 pixels), but 2 epochs with 0.5 of warm-up instead of 12 with 3:
 every layer runs at all 784 steps, 3.65 M multiply-adds per image forward against the
 0.56 M of mnist_conv1d_seq, in 16-channel convs that are memory-bound on the CPU (about
 25x fewer images/s than mnist_conv1d_seq here), so 12 epochs would take most of an hour.
