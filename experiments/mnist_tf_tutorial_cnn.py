@@ -10,7 +10,7 @@ Expected: final test accuracy TODO: measure (the issue asks >= 99.3 %; the tutor
 reports about 99.2 % after 20,000 steps of 50 with Adam at 1e-4 and no augmentation).
 
 Recipe: Adam with a one-cycle schedule peaking at 1e-3 (lower than mnist_lenet's 3e-3:
-the 3,136 x 1,024 dense layer holds 98 % of the weights), batch 128, 3 epochs (0.75 of
+the 3,136 x 1,024 dense layer holds 98 % of the weights), batch 128, 5 epochs (1.25 of
 warm-up: 83 MFLOPs per training image make each epoch minutes on the 2-core CPU), random
 shifts of up to 2 pixels, dropout 0.5 before the output layer.
 """
@@ -29,6 +29,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.base_lr = 1e-3
     c.target_accuracy = 0.993
     # A short schedule keeps the run to minutes on a 2-core CPU (see the docstring).
-    c.total_epochs = 3
-    c.schedule.warmup_epochs = 0.75
+    c.total_epochs = 5
+    c.schedule.warmup_epochs = 1.25
     return c
