@@ -1,16 +1,13 @@
 """The model zoo: parameter counts and shapes against hand counts, the 1998 LeNet's own
 layers against NumPy loops, and two training steps of every zoo experiment.
 
-Hand counts are written from each layer's definition: a k x k conv from ``c_in`` to
-``c_out`` channels in ``g`` groups has ``k * k * (c_in / g) * c_out`` weights plus
-``c_out`` biases; a dense layer ``n_in * n_out + n_out``; batch norm ``2 * C`` (scale and
-shift; its running statistics are not parameters).
+Hand counts are written from each layer's definition (the rules are in
+``tests/zoo_helpers.py``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import jax
@@ -18,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from zoo_helpers import KEY, TINY_RUN, batch_norm, conv, count, dense, trace
 
 from cnnjax import models
 from cnnjax.analysis.gradcheck_model import check_model, format_by_layer
@@ -25,41 +23,12 @@ from cnnjax.models.dilated import receptive_field
 from cnnjax.models.lenet_classic import TABLE_I, ConnectionTableConv, Subsampling, table_to_mask
 from cnnjax.training import apply_overrides, load_experiment, train_and_evaluate
 
-# rbg compiles several times faster than threefry on CPU; the values do not matter here.
-KEY = jax.random.key(0, impl="rbg")
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
-def conv(k: int, c_in: int, c_out: int, groups: int = 1, bias: bool = True) -> int:
-    return k * k * (c_in // groups) * c_out + (c_out if bias else 0)
 
 
-def dense(n_in: int, n_out: int) -> int:
-    return n_in * n_out + n_out
 
-
-def batch_norm(c: int) -> int:
-    return 2 * c
-
-
-def _count(tree) -> int:
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
-
-
-def _shapes(name: str, input_shape: tuple[int, ...], **kwargs):
-    """(params, logits, top-level layer output shapes without the batch dim), traced only."""
-    model = models.get(name, **kwargs)
-
-    def forward(x):
-        variables = model.init(KEY, x)
-        logits, state = model.apply(
-            variables, x, capture_intermediates=True, mutable=["intermediates"]
-        )
-        return variables["params"], logits, state["intermediates"]
-
-    params, logits, inter = jax.eval_shape(forward, jax.ShapeDtypeStruct(input_shape, jnp.float32))
-    layers = {k: v["__call__"][0].shape[1:] for k, v in inter.items() if k != "__call__"}
-    return params, logits, layers
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,10 +161,10 @@ ZOO = [
     ids=[f"{z[0]}-{z[1]}-{z[2][-1]}ch" for z in ZOO],
 )
 def test_parameter_counts_and_logits_shape_by_hand(name, kwargs, input_shape, per_layer, total):
-    params, logits, _ = _shapes(name, input_shape, **kwargs)
+    params, logits, _ = trace(models.get(name, **kwargs), input_shape)
     assert logits.shape == (2, 10)
-    assert {layer: _count(p) for layer, p in params.items()} == per_layer
-    assert _count(params) == sum(per_layer.values())
+    assert {layer: count(p) for layer, p in params.items()} == per_layer
+    assert count(params) == sum(per_layer.values())
     if total is not None:  # the totals quoted in the issue and the docstrings
         assert sum(per_layer.values()) == total
 
@@ -204,7 +173,7 @@ def test_lenet5_classic_layers_match_the_paper():
     counts = lenet5_classic_counts()
     assert (counts["s2"], counts["c3"], counts["s4"]) == (12, 1_516, 32)
     assert (counts["c5"], counts["f6"]) == (48_120, 10_164)
-    _, _, shapes = _shapes("lenet5_classic", (2, 32, 32, 1))
+    _, _, shapes = trace(models.get("lenet5_classic"), (2, 32, 32, 1))
     assert {k: shapes[k] for k in ("c1", "s2", "c3", "s4", "c5", "f6", "output")} == {
         "c1": (28, 28, 6),
         "s2": (14, 14, 6),
@@ -217,7 +186,7 @@ def test_lenet5_classic_layers_match_the_paper():
 
 
 def test_keras_book_cnn_output_shapes():
-    _, _, shapes = _shapes("keras_book_cnn", (2, 28, 28, 1))
+    _, _, shapes = trace(models.get("keras_book_cnn"), (2, 28, 28, 1))
     got = [shapes[k] for k in ("conv1", "pool1", "conv2", "pool2", "conv3")]
     assert got == [(26, 26, 32), (13, 13, 32), (11, 11, 64), (5, 5, 64), (3, 3, 64)]
     counts = keras_book_counts()
@@ -235,30 +204,30 @@ def test_tf_tutorial_cnn_dropout_follows_the_train_flag():
 
 
 def test_nin_and_dilated_keep_their_layout():
-    _, _, nin = _shapes("nin", (2, 28, 28, 1))
+    _, _, nin = trace(models.get("nin"), (2, 28, 28, 1))
     assert [nin[k] for k in ("mlpconv1", "mlpconv2", "mlpconv3", "gap")] == [
         (28, 28, 32), (14, 14, 64), (7, 7, 10), (10,)
     ]  # fmt: skip
-    _, _, dilated = _shapes("dilated_cnn", (2, 28, 28, 1))
+    _, _, dilated = trace(models.get("dilated_cnn"), (2, 28, 28, 1))
     assert [dilated[f"conv{i}"] for i in range(1, 5)] == [(28, 28, 32)] * 4  # no pooling
 
 
 def test_alexnet_groups_halve_the_weights_of_conv2_conv4_conv5():
-    grouped = _count(_shapes("alexnet_small", (2, 32, 32, 1), groups=2)[0])
-    full = _count(_shapes("alexnet_small", (2, 32, 32, 1), groups=1)[0])
+    grouped = count(trace(models.get("alexnet_small", groups=2), (2, 32, 32, 1))[0])
+    full = count(trace(models.get("alexnet_small", groups=1), (2, 32, 32, 1))[0])
     assert grouped < full
     assert full - grouped == (5 * 5 * 48 * 128 + 3 * 3 * 192 * 192 + 3 * 3 * 192 * 128) // 2
-    _, _, shapes = _shapes("alexnet_small", (2, 32, 32, 1))
+    _, _, shapes = trace(models.get("alexnet_small"), (2, 32, 32, 1))
     assert [shapes[k] for k in ("pool1", "pool2", "conv5", "pool5")] == [
         (16, 16, 48), (8, 8, 128), (8, 8, 128), (4, 4, 128)
     ]  # fmt: skip
 
 
 def test_mobilenet_standard_convs_cost_more_than_separable():
-    separable = _count(_shapes("mobilenet_small", (2, 28, 28, 1))[0])
-    standard = _count(_shapes("mobilenet_small", (2, 28, 28, 1), standard_convs=True)[0])
+    separable = count(trace(models.get("mobilenet_small"), (2, 28, 28, 1))[0])
+    standard = count(trace(models.get("mobilenet_small", standard_convs=True), (2, 28, 28, 1))[0])
     assert standard > separable
-    _, _, shapes = _shapes("mobilenet_small", (2, 28, 28, 1))
+    _, _, shapes = trace(models.get("mobilenet_small"), (2, 28, 28, 1))
     assert [shapes[f"block{i}"] for i in range(1, 6)] == [
         (28, 28, 64), (14, 14, 128), (14, 14, 128), (7, 7, 256), (7, 7, 256)
     ]  # fmt: skip
@@ -429,18 +398,6 @@ ZOO_EXPERIMENTS = {
     ],
 }
 
-# 8 generated examples per split (tfds mock data: random images of the dataset's shape):
-# 2 steps of 4, one evaluation, one checkpoint.
-TINY_RUN = [
-    "--config.batch_size=4",
-    "--config.eval_batch_size=4",
-    "--config.total_epochs=None",
-    "--config.total_steps=2",
-    "--config.schedule.warmup_epochs=None",
-    "--config.schedule.warmup_steps=1",
-    "--config.dataset.download=False",  # never try the network from a test
-    "--config.checkpoint.async_save=False",
-]
 
 
 @pytest.fixture
@@ -508,7 +465,6 @@ def test_full_model_gradient_check_in_float64(name, input_shape):
 
 
 def _param_paths(name: str, input_shape: tuple[int, ...]) -> list[str]:
-    x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
-    params = jax.eval_shape(lambda x: models.get(name).init(KEY, x)["params"], x)
+    params, _, _ = trace(models.get(name), input_shape)
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     return ["/".join(str(k.key) for k in path) for path, _ in flat]

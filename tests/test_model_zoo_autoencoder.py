@@ -4,7 +4,6 @@ PSNR against their definitions, learning on real digits, and the experiment's ou
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import jax
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
+from zoo_helpers import TINY_RUN, conv, count, trace
 
 from cnnjax import models
 from cnnjax.training import apply_overrides, load_experiment, train_and_evaluate
@@ -24,30 +24,19 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def test_autoencoder_parameters_and_shapes_by_hand():
-    model = models.get("conv_autoencoder")
-    x = jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32)
-
-    def forward(x):
-        variables = model.init(jax.random.key(0), x)
-        out, state = model.apply(
-            variables, x, capture_intermediates=True, mutable=["intermediates"]
-        )
-        return variables["params"], out, state["intermediates"]
-
-    params, out, inter = jax.eval_shape(forward, x)
-    counts = {k: sum(math.prod(a.shape) for a in jax.tree.leaves(v)) for k, v in params.items()}
+    params, out, shapes = trace(models.get("conv_autoencoder"), (2, 28, 28, 1))
+    counts = {k: count(v) for k, v in params.items()}
     # 3x3 kernels: conv c_in -> c_out has 9 c_in c_out + c_out; a transposed conv the same
     # with its own c_in and c_out.
     assert counts == {
-        "enc1": 9 * 1 * 32 + 32,
-        "enc2": 9 * 32 * 64 + 64,
-        "code": 9 * 64 * 8 + 8,
-        "dec1": 9 * 8 * 64 + 64,
-        "dec2": 9 * 64 * 32 + 32,
-        "out": 9 * 32 * 1 + 1,
+        "enc1": conv(3, 1, 32),
+        "enc2": conv(3, 32, 64),
+        "code": conv(3, 64, 8),
+        "dec1": conv(3, 8, 64),
+        "dec2": conv(3, 64, 32),
+        "out": conv(3, 32, 1),
     }
     assert sum(counts.values()) == 46_857
-    shapes = {k: v["__call__"][0].shape[1:] for k, v in inter.items() if k != "__call__"}
     assert shapes == {
         "enc1": (14, 14, 32),
         "enc2": (7, 7, 64),
@@ -139,14 +128,7 @@ def test_autoencoder_experiment_writes_its_outputs(tmp_path):
     apply_overrides(
         config,
         [
-            "--config.batch_size=4",
-            "--config.eval_batch_size=4",
-            "--config.total_epochs=None",
-            "--config.total_steps=2",
-            "--config.schedule.warmup_epochs=None",
-            "--config.schedule.warmup_steps=1",
-            "--config.dataset.download=False",
-            "--config.checkpoint.async_save=False",
+            *TINY_RUN,
             "--config.model.kwargs.widths=(4, 4)",
             f"--config.dataset.cache_dir={tmp_path / 'cache'}",
         ],

@@ -19,12 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from zoo_helpers import KEY, conv, count, dense, trace
 
 from cnnjax import models
 from cnnjax.analysis.gradcheck_model import check_model, format_by_layer
 from cnnjax.training.clips import bounce_positions, moving_clips, render_clips
-
-KEY = jax.random.key(0, impl="rbg")
 
 
 def _digits(n: int, h: int = 28, w: int = 28, c: int = 1, seed: int = 0) -> np.ndarray:
@@ -181,44 +180,16 @@ def test_integer_images_are_rejected():
 # ---------------------------------------------------------------------------------------
 
 
-def conv3(k: tuple[int, int, int], c_in: int, c_out: int) -> int:
-    return math.prod(k) * c_in * c_out + c_out
-
-
-def dense(n_in: int, n_out: int) -> int:
-    return n_in * n_out + n_out
-
-
-def _count(tree) -> int:
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
-
-
-def _shapes(input_shape: tuple[int, ...], **kwargs):
-    """(params, logits, top-level layer output shapes without the batch dim), traced only."""
-    model = models.get("conv3d_clips", **kwargs)
-
-    def forward(x):
-        variables = model.init(KEY, x)
-        logits, state = model.apply(
-            variables, x, capture_intermediates=True, mutable=["intermediates"]
-        )
-        return variables["params"], logits, state["intermediates"]
-
-    params, logits, inter = jax.eval_shape(forward, jax.ShapeDtypeStruct(input_shape, jnp.float32))
-    layers = {k: v["__call__"][0].shape[1:] for k, v in inter.items() if k != "__call__"}
-    return params, logits, layers
-
-
 def test_parameter_counts_and_shapes_by_hand():
-    params, logits, layers = _shapes((2, 8, 32, 32, 1))
+    params, logits, layers = trace(models.get("conv3d_clips"), (2, 8, 32, 32, 1))
     per_layer = {
-        "conv1": conv3((3, 3, 3), 1, 8),  # 224
-        "conv2": conv3((3, 3, 3), 8, 16),  # 3,472
-        "conv3": conv3((3, 3, 3), 16, 32),  # 13,856
+        "conv1": conv((3, 3, 3), 1, 8),  # 224
+        "conv2": conv((3, 3, 3), 8, 16),  # 3,472
+        "conv3": conv((3, 3, 3), 16, 32),  # 13,856
         "logits": dense(2 * 4 * 4 * 32, 10),  # 10,250
     }
-    assert {name: _count(p) for name, p in params.items()} == per_layer
-    assert _count(params) == 27_802
+    assert {name: count(p) for name, p in params.items()} == per_layer
+    assert count(params) == 27_802
     assert logits.shape == (2, 10)
     # SAME everywhere: conv1 strides 2 in T, H, W; pool1 halves all three; pool2 H and W.
     assert layers == {
@@ -231,10 +202,12 @@ def test_parameter_counts_and_shapes_by_hand():
     }
 
 
-def test_odd_clip_sizes_round_up_and_channels_count():
-    params, logits, layers = _shapes((1, 5, 30, 30, 3), num_classes=7, features=(2, 3, 4))
-    assert _count(params) == (conv3((3, 3, 3), 3, 2) + conv3((3, 3, 3), 2, 3)
-                              + conv3((3, 3, 3), 3, 4) + dense(2 * 4 * 4 * 4, 7))  # fmt: skip
+def test_odd_clip_sizes_round_up_and_channelscount():
+    params, logits, layers = trace(
+        models.get("conv3d_clips", num_classes=7, features=(2, 3, 4)), (1, 5, 30, 30, 3)
+    )
+    assert count(params) == (conv((3, 3, 3), 3, 2) + conv((3, 3, 3), 2, 3)
+                              + conv((3, 3, 3), 3, 4) + dense(2 * 4 * 4 * 4, 7))  # fmt: skip
     assert logits.shape == (1, 7)
     # T: 5 -> 3 -> 2 -> 2 -> 2; H, W: 30 -> 15 -> 8 -> 8 -> 4 -> 4
     assert layers["conv1"] == (3, 15, 15, 2) and layers["pool1"] == (2, 8, 8, 2)

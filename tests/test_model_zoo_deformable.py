@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from zoo_helpers import KEY, conv, count, dense, trace
 
 from cnnjax import models
 from cnnjax.training import load_experiment
 from cnnjax.training.augment import AUGMENTATIONS, random_affine, rotate_and_scale
 
 # rbg compiles several times faster than threefry on CPU; the values do not matter here.
-KEY = jax.random.key(0, impl="rbg")
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
@@ -149,14 +149,6 @@ def test_random_affine_is_registered_and_validates_its_arguments():
 # ---------------------------------------------------------------------------------------
 
 
-def conv(k: int, c_in: int, c_out: int) -> int:
-    return k * k * c_in * c_out + c_out
-
-
-def dense(n_in: int, n_out: int) -> int:
-    return n_in * n_out + n_out
-
-
 def deformable_cnn_counts(deformable: bool, offset_groups: int = 1) -> dict[str, int]:
     def offset_conv(c_in: int) -> int:
         # 3x3 from the layer's input to (dy, dx, mask logit) per offset group and tap.
@@ -171,27 +163,6 @@ def deformable_cnn_counts(deformable: bool, offset_groups: int = 1) -> dict[str,
     }
 
 
-def _count(tree) -> int:
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
-
-
-def _shapes(**kwargs):
-    """(params, logits, top-level layer output shapes without the batch dim), traced only."""
-    model = models.get("deformable_cnn", **kwargs)
-
-    def forward(x):
-        variables = model.init(KEY, x)
-        logits, state = model.apply(
-            variables, x, capture_intermediates=True, mutable=["intermediates"]
-        )
-        return variables["params"], logits, state["intermediates"]
-
-    x = jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32)
-    params, logits, inter = jax.eval_shape(forward, x)
-    layers = {k: v["__call__"][0].shape[1:] for k, v in inter.items() if k != "__call__"}
-    return params, logits, layers
-
-
 @pytest.mark.parametrize(
     ("kwargs", "per_layer", "total"),
     [
@@ -202,9 +173,9 @@ def _shapes(**kwargs):
     ids=["deformable", "plain", "offset_groups=2"],
 )
 def test_parameter_counts_and_shapes_by_hand(kwargs, per_layer, total):
-    params, logits, shapes = _shapes(**kwargs)
+    params, logits, shapes = trace(models.get("deformable_cnn", **kwargs), (2, 28, 28, 1))
     assert logits.shape == (2, 10)
-    assert {layer: _count(p) for layer, p in params.items()} == per_layer
+    assert {layer: count(p) for layer, p in params.items()} == per_layer
     if total is not None:  # the totals quoted in the docstrings
         assert sum(per_layer.values()) == total
     assert shapes == {
@@ -220,9 +191,9 @@ def test_parameter_counts_and_shapes_by_hand(kwargs, per_layer, total):
 
 
 def test_deformable_twin_adds_exactly_the_offset_convs():
-    deformable, _, _ = _shapes()
-    plain, _, _ = _shapes(deformable=False)
-    assert _count(deformable) - _count(plain) == (9 * 32 * 27 + 27) + (9 * 16 * 27 + 27) == 11_718
+    deformable, _, _ = trace(models.get("deformable_cnn"), (2, 28, 28, 1))
+    plain, _, _ = trace(models.get("deformable_cnn", deformable=False), (2, 28, 28, 1))
+    assert count(deformable) - count(plain) == (9 * 32 * 27 + 27) + (9 * 16 * 27 + 27) == 11_718
     offset = {k: v.shape for k, v in deformable["conv3"]["offset_conv"].items()}
     assert offset == {"kernel": (3, 3, 32, 27), "bias": (27,)}
     main = {k: v.shape for k, v in deformable["conv3"].items() if k != "offset_conv"}

@@ -8,13 +8,13 @@ plus ``c_out`` biases; a dense layer ``n_in * n_out + n_out``.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from zoo_helpers import KEY, conv, count, dense
 
 from cnnjax import models
 from cnnjax.analysis import check_model, format_by_layer
@@ -22,20 +22,7 @@ from cnnjax.models.conv1d_seq import receptive_field
 from cnnjax.training import load_experiment
 
 # rbg compiles several times faster than threefry on CPU; the values do not matter here.
-KEY = jax.random.key(0, impl="rbg")
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-
-
-def conv1d(k: int, c_in: int, c_out: int) -> int:
-    return k * c_in * c_out + c_out
-
-
-def dense(n_in: int, n_out: int) -> int:
-    return n_in * n_out + n_out
-
-
-def _count(tree) -> int:
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
 
 
 def _experiment_kwargs(name: str) -> dict:
@@ -83,16 +70,16 @@ def _positive(model, x):
 
 def rows_counts() -> dict[str, int]:
     return {
-        "conv1": conv1d(5, 28, 32),  # a step is one 28-pixel row: 4,512
-        "conv2": conv1d(5, 32, 64),  # 10,304
-        "conv3": conv1d(5, 64, 128),  # 41,088
+        "conv1": conv((5,), 28, 32),  # a step is one 28-pixel row: 4,512
+        "conv2": conv((5,), 32, 64),  # 10,304
+        "conv3": conv((5,), 64, 128),  # 41,088
         "logits": dense(7 * 128, 10),  # two pools of 2: 28 -> 7 steps; 8,970
     }
 
 
 def tcn_counts() -> dict[str, int]:
-    counts = {"conv1": conv1d(2, 1, 16), "skip1": conv1d(1, 1, 16)}  # 1 -> 16 channels
-    counts |= {f"conv{i}": conv1d(2, 16, 16) for i in range(2, 11)}  # identity skips
+    counts = {"conv1": conv((2,), 1, 16), "skip1": conv((1,), 1, 16)}  # 1 -> 16 channels
+    counts |= {f"conv{i}": conv((2,), 16, 16) for i in range(2, 11)}  # identity skips
     return counts | {"logits": dense(16, 10)}  # the last step's 16 features
 
 
@@ -108,7 +95,7 @@ def tcn_counts() -> dict[str, int]:
 def test_parameter_counts_by_hand(kwargs, per_layer, total):
     params, logits, _, _ = _shapes(models.get("conv1d_seq", **kwargs), (2, 28, 28, 1))
     assert logits.shape == (2, 10)
-    assert {layer: _count(p) for layer, p in params.items()} == per_layer
+    assert {layer: count(p) for layer, p in params.items()} == per_layer
     assert sum(per_layer.values()) == total  # the totals quoted in the docstrings
 
 
@@ -128,8 +115,8 @@ def test_rows_model_output_shapes():
 def test_rows_of_a_colour_image_have_width_times_channels_features():
     params, _, layers, _ = _shapes(models.get("conv1d_seq"), (2, 32, 32, 3))
     assert layers["conv1"] == (32, 32) and layers["conv3"] == (8, 128)
-    assert _count(params["conv1"]) == conv1d(5, 32 * 3, 32)
-    assert _count(params["logits"]) == dense(8 * 128, 10)
+    assert count(params["conv1"]) == conv((5,), 32 * 3, 32)
+    assert count(params["logits"]) == dense(8 * 128, 10)
 
 
 def test_tcn_keeps_all_784_steps():
