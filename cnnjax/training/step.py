@@ -117,6 +117,16 @@ class Preprocess:
     def __call__(self, images: jax.Array) -> jax.Array:
         return self.finish(self.to_unit(images))
 
+    def augmented(
+        self,
+        augment: Callable[[jax.Array, jax.Array], jax.Array],
+        key: jax.Array,
+        images: jax.Array,
+    ) -> jax.Array:
+        """Training inputs: ``images`` uint8 through ``augment(key, .)`` between
+        :meth:`to_unit` and :meth:`finish` (the shape may change, e.g. into clips)."""
+        return self.finish(augment(key, self.to_unit(images)))
+
 
 def make_train_step(
     model: nn.Module,
@@ -134,7 +144,7 @@ def make_train_step(
 
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array) -> TrainState:
         aug_key, dropout_key = jax.random.split(jax.random.fold_in(step_key, state.step))
-        x = preprocess.finish(augment(aug_key, preprocess.to_unit(images)))
+        x = preprocess.augmented(augment, aug_key, images)
         mutable = ["batch_stats"] if state.batch_stats else False
 
         def loss_fn(params):

@@ -143,7 +143,7 @@ def train_and_evaluate(
     preprocess = Preprocess(config.dataset.mean, config.dataset.std, config.dataset.pad)
     augment = augment_lib.make_augment(config)
     input_shape = jax.eval_shape(
-        lambda images: preprocess.finish(augment(jax.random.key(0), preprocess.to_unit(images))),
+        functools.partial(preprocess.augmented, augment, jax.random.key(0)),
         dataset.train.images[:1],
     ).shape
     rows = layer_rows(model, input_shape)
