@@ -26,4 +26,6 @@ def get_config() -> ml_collections.ConfigDict:
 
     # 8 steps per jitted call: 1.6x the images/s of one call per step on the 2-core CPU.
     c.steps_per_call = 8
+    # Each gradient as 2 independent halves, run concurrently on the 2 cores: 1.15x.
+    c.microbatches = 2
     return c

@@ -61,14 +61,12 @@ def test_lenet5_table_matches_hand_counts():
     # Receptive field r and jump j (input pixels): r' = r + (k - 1) j, j' = j s; dense
     # on a flattened n x n map: r' = r + (n - 1) j, no jump.
     assert table == {
-        # 5x5 SAME conv, 28x28 positions: 2 * 28*28 * 5*5*1*6.
-        "conv1": ((28, 28, 6), 5 * 5 * 1 * 6 + 6, 2 * 28 * 28 * 5 * 5 * 1 * 6, 5, 1),
-        # 2x2/2 max-pool: no multiply-adds; r = 5 + 1*1 = 6, j = 1*2 = 2.
-        "pool1": ((14, 14, 6), 0, 0, 6, 2),
-        # 5x5 VALID conv: 10x10 positions; r = 6 + 4*2 = 14.
-        "conv2": ((10, 10, 16), 5 * 5 * 6 * 16 + 16, 2 * 10 * 10 * 5 * 5 * 6 * 16, 14, 2),
-        # r = 14 + 1*2 = 16, j = 2*2 = 4.
-        "pool2": ((5, 5, 16), 0, 0, 16, 4),
+        # conv1 is a ConvMaxPool: the 5x5 SAME conv at 28x28 positions, 2 * 28*28 * 5*5*1*6
+        # FLOPs (the pool has no multiply-adds); r = 1 + 4*1 = 5 after the conv, then
+        # 5 + 1*1 = 6 after the 2x2/2 pool, j = 1*2 = 2.
+        "conv1": ((14, 14, 6), 5 * 5 * 1 * 6 + 6, 2 * 28 * 28 * 5 * 5 * 1 * 6, 6, 2),
+        # 5x5 VALID conv at 10x10 positions; r = 6 + 4*2 = 14, then 14 + 1*2 = 16, j = 4.
+        "conv2": ((5, 5, 16), 5 * 5 * 6 * 16 + 16, 2 * 10 * 10 * 5 * 5 * 6 * 16, 16, 4),
         # Flattened 5x5 map: r = 16 + 4*4 = 32.
         "dense1": ((120,), 400 * 120 + 120, 2 * 400 * 120, 32, None),
         "dense2": ((84,), 120 * 84 + 84, 2 * 120 * 84, 32, None),
@@ -208,10 +206,10 @@ def test_format_table_lists_every_layer_and_the_totals():
     lines = text.splitlines()
     assert lines[0].split() == ["layer", "type", "output", "shape", "params", "FLOPs", "RF",
                                 "jump"]
-    assert [line.split()[0] for line in lines[2:9]] == [
-        "conv1", "pool1", "conv2", "pool2", "dense1", "dense2", "logits"
+    assert [line.split()[0] for line in lines[2:7]] == [
+        "conv1", "conv2", "dense1", "dense2", "logits"
     ]  # fmt: skip
-    assert lines[10].split() == ["LeNet5", "total", "(10,)", "61,706", "833,040", "32", "-"]
+    assert lines[8].split() == ["LeNet5", "total", "(10,)", "61,706", "833,040", "32", "-"]
     assert "FLOPs = 2 x multiply-adds" in text
 
 
@@ -232,8 +230,8 @@ def test_pictures_of_lenet5(tmp_path):
     sizes = {
         "input.png": (84 + 4, 84 + 4),  # one 28x28 tile x3
         "filters.png": (2 * 95 + 3 * 2, 3 * 95 + 4 * 2),  # 6 filters 5x5 x19: 2 rows of 3
-        "feature_maps_conv1.png": (2 * 84 + 6, 3 * 84 + 8),  # 6 maps 28x28 x3
-        "feature_maps_conv2.png": (4 * 90 + 10, 4 * 90 + 10),  # 16 maps 10x10 x9: 4 by 4
+        "feature_maps_conv1.png": (2 * 84 + 6, 3 * 84 + 8),  # 6 pooled maps 14x14 x6
+        "feature_maps_conv2.png": (4 * 95 + 10, 4 * 95 + 10),  # 16 maps 5x5 x19: 4 by 4
     }
     pictures = {name: matplotlib.image.imread(tmp_path / "pics" / name) for name in names}
     assert {name: p.shape[:2] for name, p in pictures.items()} == sizes

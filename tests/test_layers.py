@@ -102,6 +102,21 @@ def test_conv_without_bias():
     _close(layer.apply({"params": params}, x), ops.conv(x, params["kernel"]))
 
 
+@pytest.mark.parametrize(("shape", "padding", "pool"),
+                         [((2, 9, 9, 3), "SAME", 2), ((1, 10, 4), "VALID", 3)])
+def test_conv_max_pool_is_op_on_own_params_and_equals_conv_then_max_pool(shape, padding, pool):
+    x = _x(*shape)
+    layer = layers.ConvMaxPool(4, 3, padding=padding, pool=pool, bias_init=NORMAL)
+    params = _init(layer, x)
+    assert _shapes(params) == {"kernel": (*(3,) * (len(shape) - 2), shape[-1], 4), "bias": (4,)}
+    out = layer.apply({"params": params}, x)
+    _close(out, ops.conv_max_pool(x, params["kernel"], params["bias"], padding=padding,
+                                  pool=pool))  # fmt: skip
+    # The same parameters in a Conv, then a MaxPool: the same output.
+    conv = layers.Conv(4, 3, padding=padding).apply({"params": params}, x)
+    _close(out, layers.MaxPool(pool).apply({}, conv))
+
+
 def test_keras_mnist_cnn_param_counts():
     # A conv layer with n input and m output channels and a 3x3 kernel has n*m*9 + m
     # parameters: the Keras MNIST CNN's 1->32, 32->64, 64->64 layers.
@@ -370,6 +385,7 @@ def test_inception_works_in_1d():
     "layer",
     [
         layers.Conv(4, 3, stride=2),
+        layers.ConvMaxPool(4, 3),
         layers.DepthwiseConv(3),
         layers.SeparableConv(4, 3),
         layers.SpatiallySeparableConv(4, (3, 3)),
@@ -390,6 +406,7 @@ def test_layers_work_under_jit(layer):
     "layer",
     [
         layers.Conv(4, 3),
+        layers.ConvMaxPool(4, 3),
         layers.DepthwiseConv(3),
         layers.SeparableConv(4, 3),
         layers.SpatiallySeparableConv(4, 3),
@@ -420,6 +437,7 @@ def test_bfloat16_compute_keeps_float32_params(layer):
         (lambda: layers.Conv(4, 0), "kernel_size"),
         (lambda: layers.Conv(4, (3, 3, 3, 3)), "kernel_size"),
         (lambda: layers.Conv(4, 3, groups=3), "groups"),
+        (lambda: layers.ConvMaxPool(0, 3), "features"),
         (lambda: layers.DepthwiseConv(3, multiplier=0), "multiplier"),
         (lambda: layers.SeparableConv(4, 3, multiplier=-1), "multiplier"),
         (lambda: layers.SpatiallySeparableConv(4, (3, 3, 3)), "kernel_size"),
@@ -445,6 +463,7 @@ def test_bad_constructor_arguments_raise(make, name):
         (layers.DeformableConv(4, 3), (1, 8, 3), "`x`"),  # 2-D only
         (layers.DeformableConv(4, 3, offset_groups=2), (1, 8, 8, 3), "`offset_groups`"),
         (layers.Conv(4, 3, stride=0), (1, 8, 8, 3), "stride"),  # validated by the op
+        (layers.ConvMaxPool(4, 3, pool=9), (1, 8, 8, 3), "`pool`"),
     ],
 )
 def test_bad_input_shapes_raise(layer, shape, name):

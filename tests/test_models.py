@@ -99,10 +99,8 @@ def test_lenet5_output_and_intermediate_shapes():
     shapes = {name: out["__call__"][0].shape
               for name, out in state["intermediates"].items() if name != "__call__"}
     assert shapes == {
-        "conv1": (3, 28, 28, 6),
-        "pool1": (3, 14, 14, 6),
-        "conv2": (3, 10, 10, 16),
-        "pool2": (3, 5, 5, 16),
+        "conv1": (3, 14, 14, 6),  # conv and 2x2 max-pool in one layer
+        "conv2": (3, 5, 5, 16),
         "dense1": (3, 120),  # from the 5*5*16 = 400 flattened features
         "dense2": (3, 84),
         "logits": (3, 10),

@@ -77,6 +77,21 @@ def test_conv(shapes, kwargs):
 
 
 @pytest.mark.parametrize(
+    ("shapes", "kwargs"),
+    [
+        pytest.param(dict(x=(2, 8, 8, 1), w=(5, 5, 1, 3), b=(3,)), dict(padding="SAME"),
+                     id="2d-lenet-like"),
+        pytest.param(dict(x=(1, 7, 6, 2), w=(2, 3, 2, 3)), dict(padding=1, pool=(3, 2)),
+                     id="2d-remainder-nobias"),
+        pytest.param(dict(x=(2, 9, 2), w=(3, 2, 2), b=(2,)), dict(padding="VALID", pool=3),
+                     id="1d-pool3"),
+    ],
+)
+def test_conv_max_pool(shapes, kwargs):
+    _check(ops.conv_max_pool, shapes, distinct=True, **kwargs)
+
+
+@pytest.mark.parametrize(
     ("op", "shapes"),
     [
         pytest.param(ops.conv1d, dict(x=(2, 6, 2), w=(3, 2, 3), b=(3,)), id="conv1d"),

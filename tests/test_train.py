@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from cnnjax import models
 from cnnjax.training import (
+    ConfigError,
     Interrupted,
     apply_overrides,
     load_experiment,
@@ -293,6 +294,23 @@ def test_fused_steps_equal_single_steps_bitwise(whole_run, tmp_path):
     # 4 steps per call: chunks of 4, and remainders of 2 at both epoch ends
     train_and_evaluate(digits_config(*SHORT_RUN, "--config.steps_per_call=4"), tmp_path)
     _assert_same_run(whole_run, tmp_path)
+
+
+def test_microbatches_give_the_same_training_up_to_rounding(whole_run, tmp_path):
+    """The gradient averaged over 4 interleaved parts of each batch (computed
+    independently) is the batch's gradient: the same run, float rounding aside."""
+    train_and_evaluate(digits_config(*SHORT_RUN, "--config.microbatches=4"), tmp_path)
+    for a, b in zip(_records(whole_run), _records(tmp_path), strict=True):
+        for key, value in a.items():
+            assert b[key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
+    for x, y in zip(_final_params(whole_run), _final_params(tmp_path), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5)
+
+
+def test_batch_must_split_into_the_microbatches(tmp_path):
+    config = digits_config(*SHORT_RUN, "--config.microbatches=3")
+    with pytest.raises(ConfigError, match=r"batch_size=64 must be a multiple .* microbatches"):
+        train_and_evaluate(config, tmp_path)
 
 
 def test_training_sharded_over_two_devices_matches_one_device(tmp_path):

@@ -16,6 +16,7 @@ import jax
 
 from cnnjax.layers import (
     Conv,
+    ConvMaxPool,
     ConvTranspose,
     DeformableConv,
     DepthwiseConv,
@@ -26,6 +27,7 @@ from cnnjax.layers import (
 # The layers that convolve: they carry the FLOPs, and their outputs are the feature maps.
 CONV_LAYERS = (
     Conv,
+    ConvMaxPool,
     ConvTranspose,
     DeformableConv,
     DepthwiseConv,

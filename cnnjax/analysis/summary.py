@@ -31,6 +31,7 @@ spatial sizes; 1 without spatial dims):
   sampled values is a bilinear interpolation of 4 pixels (4 multiply-adds), plus one for
   the v2 modulation mask; the interpolation weights (per position and tap, shared by the
   channels) are not counted. Its ``offset_conv`` is a ``Conv`` row of its own;
+- ``ConvMaxPool``: its convolution at every position before the pool (the pool is free);
 - ``nn.Dense``, and any other module with a ``kernel`` parameter (e.g. a model's own
   convolution): ``2 P_out`` x kernel size, i.e. ``2 in out`` at every position for a dense
   layer;
@@ -48,6 +49,7 @@ between neighbouring output positions. At the model input ``r = j = 1``.
   other module without submodules that has a ``kernel_size`` or ``window`` field (its
   ``stride``, default 1, or the window for ``window``; its ``dilation``, default 1), such
   as a model's own subsampling or masked convolution;
+- ``ConvMaxPool``: its stride-1 convolution, then its pooling window (stride ``pool``);
 - ``ConvTranspose`` with stride ``s``: ``j' = j / s`` and ``r' = r + m j``, where ``m`` is
   how many input steps apart the farthest two inputs of one output lie
   (``floor((k - 1) / s)`` without dilation);
@@ -82,6 +84,7 @@ from cnnjax.analysis._trace import Call, subtree, trace_calls
 from cnnjax.layers import (
     AvgPool,
     Conv,
+    ConvMaxPool,
     ConvTranspose,
     DeformableConv,
     DepthwiseConv,
@@ -89,7 +92,7 @@ from cnnjax.layers import (
     SeparableConv,
     SpatiallySeparableConv,
 )
-from cnnjax.ops._args import as_tuple
+from cnnjax.ops._args import as_tuple, conv_output_shape
 
 __all__ = ["LayerRow", "format_table", "layer_rows"]
 
@@ -205,6 +208,10 @@ def _own_flops(call: Call, p: dict) -> int:
         return 2 * p_out * (_size(p["depthwise_kernel"]) + _size(p["pointwise_kernel"]))
     if isinstance(m, ConvTranspose):
         return 2 * math.prod(in_shape[1:-1]) * _size(p["kernel"])
+    if isinstance(m, ConvMaxPool):  # the convolution at every position before the pool
+        kernel = p["kernel"].shape[:-2]
+        conv_out = conv_output_shape(in_shape[1:-1], kernel, padding=m.padding)
+        return 2 * math.prod(conv_out) * _size(p["kernel"])
     if isinstance(m, DeformableConv):
         taps = math.prod(p["kernel"].shape[:-2])
         per_sample = 4 + int(m.use_mask)  # bilinear corners, and the v2 mask
@@ -288,12 +295,14 @@ def _propagate(call: Call, field: _Field, inner: list[_Field]) -> _Field:
     if field.jump is None:
         return dataclasses.replace(field, spatial=out_spatial)
     m, n = call.module, len(field.jump)
+    if isinstance(m, ConvMaxPool):  # a stride-1 convolution, then the pooling window
+        ones = (1,) * n
+        conv = _through_window(field, as_tuple("kernel_size", m.kernel_size, n), ones, ones)
+        pool = as_tuple("pool", m.pool, n)
+        return dataclasses.replace(_through_window(conv, pool, pool, ones), spatial=out_spatial)
     if isinstance(m, _WINDOWED) or (not inner and _has_window(m)):
-        kernel, stride, dilation = _window(m, n)
-        size = tuple(r + d * (k - 1) * j for r, k, d, j in zip(field.size, kernel, dilation,
-                                                               field.jump, strict=True))
-        jump = tuple(j * s for j, s in zip(field.jump, stride, strict=True))
-        return _Field(size, jump, out_spatial)
+        field = _through_window(field, *_window(m, n))
+        return dataclasses.replace(field, spatial=out_spatial)
     if isinstance(m, ConvTranspose):
         kernel, stride, dilation = _window(m, n)
         reach = [_transpose_reach(k, s, d) for k, s, d in zip(kernel, stride, dilation,
@@ -309,6 +318,17 @@ def _propagate(call: Call, field: _Field, inner: list[_Field]) -> _Field:
     if not out_spatial:  # global pooling, dense on a flattened map
         return field.collapse()
     return dataclasses.replace(field, spatial=out_spatial)
+
+
+def _through_window(
+    field: _Field, kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]
+) -> _Field:
+    """The field after a window of ``kernel`` taps: ``r' = r + d (k - 1) j``, ``j' = j s``
+    (``spatial`` is left to the caller)."""
+    size = tuple(r + d * (k - 1) * j for r, k, d, j in zip(field.size, kernel, dilation,
+                                                           field.jump, strict=True))
+    jump = tuple(j * s for j, s in zip(field.jump, stride, strict=True))
+    return dataclasses.replace(field, size=size, jump=jump)
 
 
 def _has_window(m: nn.Module) -> bool:

@@ -7,6 +7,7 @@ the ops only. Inputs are channels-last, ``(N, *spatial, C)``.
 from cnnjax.layers.blocks import Inception
 from cnnjax.layers.conv import (
     Conv,
+    ConvMaxPool,
     ConvTranspose,
     DepthwiseConv,
     SeparableConv,
@@ -18,6 +19,7 @@ from cnnjax.layers.pooling import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool
 __all__ = [
     "AvgPool",
     "Conv",
+    "ConvMaxPool",
     "ConvTranspose",
     "DeformableConv",
     "DepthwiseConv",

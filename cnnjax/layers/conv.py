@@ -98,6 +98,43 @@ class Conv(ConvLayer):
         )
 
 
+class ConvMaxPool(ConvLayer):
+    """Stride-1 convolution then non-overlapping max-pooling, :func:`cnnjax.ops.conv_max_pool`.
+
+    Same parameters (and names) as :class:`Conv`; the output equals ``MaxPool(pool)`` after
+    ``Conv``, computed in one op (faster on CPU). Apply a ReLU after it: it commutes with
+    the max.
+
+    Attributes:
+      features: output channels ``C_out``.
+      kernel_size: int or one int per spatial dim.
+      padding: the convolution's padding, as for :func:`cnnjax.ops.conv`.
+      pool: pooling window and stride, int or one int per spatial dim.
+
+    Params: ``kernel`` ``(*kernel_size, C_in, features)``, ``bias`` ``(features,)``.
+
+    ``x: (N, *spatial, C_in) -> (N, *(conv_out_spatial // pool), features)``.
+    """
+
+    features: int
+    kernel_size: KernelSize
+    padding: PaddingLike = "SAME"
+    pool: IntOrSeq = 2
+
+    def __post_init__(self) -> None:
+        check_positive_int("features", self.features)
+        check_kernel_size(self.kernel_size)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = resolve_kernel_size(self.kernel_size, x.shape)
+        kernel = self._kernel("kernel", (*k, x.shape[-1], self.features))
+        bias = self._bias(self.features)
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return ops.conv_max_pool(x, kernel, bias, padding=self.padding, pool=self.pool)
+
+
 class DepthwiseConv(ConvLayer):
     """Depthwise convolution, :func:`cnnjax.ops.depthwise_conv`.
 

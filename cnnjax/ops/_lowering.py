@@ -148,3 +148,105 @@ def conv_general(
         cpu=lambda x, w: _conv_im2col(x, w, *args),
         default=lambda x, w: _conv_native(x, w, *args),
     )
+
+
+# ----------------------------------------------------------------------------------------
+# A stride-1 convolution followed by a non-overlapping max-pool, as one lowering.
+# ----------------------------------------------------------------------------------------
+
+
+def _phase_taps(kernel: Sequence[int], pool: Sequence[int]) -> np.ndarray:
+    """Which tap of the flattened kernel each tap of the space-to-depth kernel holds.
+
+    The space-to-depth kernel has, per spatial dim, ``T = (p + k - 2) // p + 1`` taps ``m``,
+    ``p`` input phases ``u`` and ``p`` output phases ``r``; it holds the original tap
+    ``a = p*m + u - r`` where ``0 <= a < k``. Returns an int array of shape
+    ``(*T, *p, *p)`` (all ``m``, then all ``u``, then all ``r``) of indices into the
+    flattened kernel taps, ``prod(kernel)`` standing for a zero tap.
+    """
+    n = len(kernel)
+    taps = [(p + k - 2) // p + 1 for k, p in zip(kernel, pool, strict=True)]
+    index = np.full((*taps, *pool, *pool), math.prod(kernel), np.int32)
+    for pos in itertools.product(*(range(s) for s in index.shape)):
+        m, u, r = pos[:n], pos[n : 2 * n], pos[2 * n :]
+        a = [p * mi + ui - ri for p, mi, ui, ri in zip(pool, m, u, r, strict=True)]
+        if all(0 <= ai < k for ai, k in zip(a, kernel, strict=True)):
+            index[pos] = np.ravel_multi_index(a, kernel)
+    return index
+
+
+def _conv_max_pool_native(x, w, padding, pool, precision):
+    """XLA's convolution, then ``reduce_window`` max: the GPU/TPU lowering."""
+    n = w.ndim - 2
+    y = _conv_native(x, w, (1,) * n, padding, (1,) * n, 1, (1,) * n, precision)
+    dims = (1, *pool, 1)
+    return lax.reduce_window(y, np.array(-np.inf, y.dtype), lax.max, dims, dims, "VALID")
+
+
+def _conv_max_pool_s2d(x, w, padding, pool, precision):
+    """Space-to-depth: the convolution evaluated at every pool phase at once.
+
+    ``x`` is regrouped into ``pool``-sized blocks (``(N, *S/p, prod(p)*C)``) and convolved
+    VALID with a kernel mapping each input block to the conv output at all ``prod(p)``
+    positions of one pooling window; the max-pool is then a max over those phases. For
+    LeNet's 1->6 and 6->16 layers this is a denser matmul on a ~2.8x smaller patch tensor,
+    and the pool needs no window gather (1.5x LeNet's CPU training speed).
+    """
+    n = w.ndim - 2
+    kernel, (c_in, c_out) = w.shape[:n], w.shape[n:]
+    phases = math.prod(pool)
+    taps = [(p + k - 2) // p + 1 for k, p in zip(kernel, pool, strict=True)]
+    # Pool windows per dim, then the blocks of input they need: pad or crop to fit.
+    out = [
+        (size + lo + hi - k + 1) // p
+        for size, (lo, hi), k, p in zip(x.shape[1:-1], padding, kernel, pool, strict=True)
+    ]
+    config = [(0, 0, 0)]
+    for size, (lo, _), o, t, p in zip(x.shape[1:-1], padding, out, taps, pool, strict=True):
+        config.append((lo, p * (o + t - 1) - size - lo, 0))  # the high side pads or crops
+    config.append((0, 0, 0))
+    xp = lax.pad(x, np.array(0, x.dtype), config)
+    blocks = [s // p for s, p in zip(xp.shape[1:-1], pool, strict=True)]
+    split = [d for b, p in zip(blocks, pool, strict=True) for d in (b, p)]
+    xs = xp.reshape(x.shape[0], *split, c_in)
+    order = [0, *range(1, 2 * n, 2), *range(2, 2 * n + 1, 2), 2 * n + 1]
+    xs = xs.transpose(order).reshape(x.shape[0], *blocks, phases * c_in)
+    zero_tap = jnp.zeros((1, c_in, c_out), w.dtype)
+    flat = jnp.concatenate([w.reshape(-1, c_in, c_out), zero_tap])
+    ws = flat[_phase_taps(kernel, pool)]  # (*T, *p_in, *p_out, C_in, C_out)
+    order = [*range(2 * n), 3 * n, *range(2 * n, 3 * n), 3 * n + 1]
+    ws = ws.transpose(order).reshape(*taps, phases * c_in, phases * c_out)
+    y = conv_general(
+        xs, ws, stride=(1,) * n, padding=((0, 0),) * n, dilation=(1,) * n, precision=precision
+    )
+    return y.reshape(*y.shape[:-1], phases, c_out).max(axis=-2)
+
+
+def conv_max_pool_general(
+    x: jax.Array,
+    w: jax.Array,
+    *,
+    padding: Sequence[tuple[int, int]],
+    pool: Sequence[int],
+    precision: lax.Precision | None = None,
+) -> jax.Array:
+    """``max_pool(conv(x, w), pool)``: stride-1 convolution, then VALID max-pooling with
+    windows of ``pool`` and stride ``pool``, from already-validated arguments.
+
+    Args:
+      x: ``(N, *spatial, C_in)``.
+      w: ``(*kernel_spatial, C_in, C_out)``.
+      padding: one ``(low, high)`` pair per spatial dim, each side ``>= 0``.
+      pool: the pooling window (and stride), one int per spatial dim.
+
+    Returns:
+      ``(N, *(conv_out // pool), C_out)``.
+    """
+    padding = tuple(tuple(p) for p in padding)
+    pool = tuple(pool)
+    return lax.platform_dependent(
+        x,
+        w,
+        cpu=lambda x, w: _conv_max_pool_s2d(x, w, padding, pool, precision),
+        default=lambda x, w: _conv_max_pool_native(x, w, padding, pool, precision),
+    )

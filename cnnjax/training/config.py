@@ -190,8 +190,8 @@ def validate(config: ml_collections.ConfigDict, *, models: Sequence[str]) -> Non
     _check_choice("schedule.name", config.schedule.name, optim.SCHEDULES)
     _check_choice("augment.name", config.augment.name, augment.AUGMENTATIONS)
     _check_choice("dataset.placement", config.dataset.placement, feed.PLACEMENTS)
-    positive = ("batch_size", "eval_batch_size", "steps_per_call", "checkpoint.every_epochs",
-                "checkpoint.keep")  # fmt: skip
+    positive = ("batch_size", "eval_batch_size", "steps_per_call", "microbatches",
+                "checkpoint.every_epochs", "checkpoint.keep")  # fmt: skip
     for path in positive:
         value = _get(config, path)
         if not isinstance(value, int) or value < 1:

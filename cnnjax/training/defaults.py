@@ -47,6 +47,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 128
     c.eval_batch_size = 1000
     c.steps_per_call = 1  # train steps fused into one jitted call (same result, less overhead)
+    # Each batch's gradient as this many independent parts, which XLA's CPU runtime runs
+    # concurrently (see cnnjax.training.step.make_train_step); batch norm sees one part.
+    c.microbatches = 1
     # Duration: exactly one of total_epochs / total_steps / total_examples.
     c.total_epochs = config_dict.FieldReference(10, field_type=int)
     c.total_steps = config_dict.placeholder(int)

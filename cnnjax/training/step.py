@@ -136,8 +136,17 @@ def make_train_step(
     preprocess: Preprocess,
     augment: Callable[[jax.Array, jax.Array], jax.Array],
     step_key: jax.Array,
+    microbatches: int = 1,
 ) -> Callable[[TrainState, jax.Array, jax.Array], TrainState]:
     """One optimizer step, ``(state, images (B, H, W, C) uint8, labels (B,)) -> state``.
+
+    With ``microbatches = k > 1`` the batch is split into ``k`` interleaved parts
+    (``x[i::k]``, so each part stays spread over the devices) whose gradients are computed
+    independently and averaged: the same gradient up to float rounding, but ``k``
+    independent computations that XLA's CPU runtime runs concurrently on the cores (1.15x
+    LeNet-5's images/s on 2 cores, without the cross-device all-reduce that 2 CPU devices
+    would need). Per-batch statistics (batch norm) are then per part, their running
+    averages the mean over parts; each part gets its own dropout key.
 
     Not jitted itself: :func:`make_train_chunk` scans it inside one ``jit``.
     """
@@ -147,20 +156,29 @@ def make_train_step(
         x = preprocess.augmented(augment, aug_key, images)
         mutable = ["batch_stats"] if state.batch_stats else False
 
-        def loss_fn(params):
+        def loss_fn(params, x, labels, key):
             variables = state.replace(params=params).variables()
-            out = model.apply(
-                variables, x, train=True, rngs={"dropout": dropout_key}, mutable=mutable
-            )
+            out = model.apply(variables, x, train=True, rngs={"dropout": key}, mutable=mutable)
             outputs, new_vars = out if mutable else (out, {})
             loss = task.loss(outputs, x, labels).mean()
             return loss, (outputs, new_vars.get("batch_stats", state.batch_stats))
 
-        grads, (outputs, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+        def part(i):
+            """Gradient, new batch stats and metric sums of the ``i``-th part."""
+            if microbatches == 1:  # the whole batch, with the step's own dropout key
+                xi, yi, key = x, labels, dropout_key
+            else:
+                xi, yi = x[i::microbatches], labels[i::microbatches]
+                key = jax.random.fold_in(dropout_key, i)
+            grads, (outputs, stats) = jax.grad(loss_fn, has_aux=True)(state.params, xi, yi, key)
+            sums = add_sums(zero_sums(), *task.evaluate(outputs, xi, yi), jnp.ones(yi.shape, bool))
+            return grads, stats, sums
+
+        parts = [part(i) for i in range(microbatches)]
+        mean = lambda *a: sum(a[1:], a[0]) / microbatches  # noqa: E731
+        grads, batch_stats = (jax.tree.map(mean, *[p[j] for p in parts]) for j in (0, 1))
+        sums = jax.tree.map(lambda *a: sum(a[1:], a[0]), state.sums, *[p[2] for p in parts])
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        sums = add_sums(
-            state.sums, *task.evaluate(outputs, x, labels), jnp.ones(labels.shape, bool)
-        )
         return state.replace(
             step=state.step + 1,
             params=optax.apply_updates(state.params, updates),

@@ -165,6 +165,7 @@ def train_and_evaluate(
         preprocess=preprocess,
         augment=augment,
         step_key=step_key,
+        microbatches=config.microbatches,
     )
     train_chunk = make_train_chunk(
         train_step, batch_size=config.batch_size, batch_sharding=batch_sharding
@@ -400,11 +401,13 @@ class _EpochProgress:
 
 
 def _check_divisible(config: ml_collections.ConfigDict, num_devices: int) -> None:
-    for name in ("batch_size", "eval_batch_size"):
-        if config[name] % num_devices:
+    for name, parts in (("batch_size", num_devices * config.microbatches),
+                        ("eval_batch_size", num_devices)):  # fmt: skip
+        if config[name] % parts:
             raise ConfigError(
                 f"{name}={config[name]} must be a multiple of the number of devices "
-                f"({num_devices}): each batch is split evenly over them"
+                f"({num_devices}){' times microbatches' if parts != num_devices else ''}: "
+                "each batch is split evenly over them"
             )
 
 
