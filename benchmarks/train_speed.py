@@ -2,7 +2,7 @@
 
     TFDS_DATA_DIR=../shared/tfds python benchmarks/train_speed.py [--epochs N] [--baseline_epochs N]
 
-Three runs, each in its own subprocess (so each peak RSS is its own), one after another:
+Four runs, each in its own subprocess (so each peak RSS is its own), one after another:
 
 1. **cnnjax**: ``mnist_lenet`` with its default recipe, through ``train_and_evaluate`` (what
    ``launch.py`` calls; ``--epochs`` overrides the length); images/s, seconds to 99 % and
@@ -10,8 +10,12 @@ Three runs, each in its own subprocess (so each peak RSS is its own), one after 
 2. **plain Flax**: the same LeNet-5 written with ``flax.linen`` (``nn.Conv``,
    ``nn.max_pool``), Adam, batch 128, one ``jax.jit`` call per step on NumPy batches,
    evaluation on the full test split after every epoch: the loop of the Flax examples.
-3. **PyTorch** (when ``torch`` is installed, the ``bench`` extra): the idiomatic eager loop,
-   same model, Adam, batch 128.
+3. **PyTorch, DataLoader** (when ``torch`` is installed, the ``bench`` extra): the idiomatic
+   eager loop, same model, Adam, batch 128, batches from a shuffling
+   ``DataLoader(TensorDataset(x, y))`` over the normalised images in memory.
+4. **PyTorch, indexed**: the same loop taking each batch by indexing the image tensor with
+   a slice of a random permutation (no ``DataLoader``): the fastest plain PyTorch loop we
+   know for in-memory data, the stronger baseline.
 
 Images/s are steady state: the first epoch (compilation) is excluded and the median of the
 remaining epochs is reported. Seconds to 99 % count from the first step, compilation
@@ -21,6 +25,7 @@ included. Peak RSS is ``ru_maxrss`` of each subprocess.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -116,8 +121,7 @@ def plain_flax(epochs: int) -> dict:
     return _report("plain Flax loop (jit per step)", rates, accs, times, start)
 
 
-def pytorch(epochs: int) -> dict:
-    """The idiomatic PyTorch 2 CPU loop of the same model."""
+def _torch_lenet():
     import torch
     import torch.nn.functional as F  # noqa: N812
 
@@ -134,30 +138,52 @@ def pytorch(epochs: int) -> dict:
             x = F.max_pool2d(F.relu(self.c2(x)), 2).flatten(1)
             return self.f3(F.relu(self.f2(F.relu(self.f1(x)))))
 
+    return LeNet()
+
+
+def pytorch(epochs: int, *, loader: bool) -> dict:
+    """The PyTorch 2 CPU loop of the same model: batches from a ``DataLoader`` (the idiom)
+    or by indexing the image tensor (``loader=False``)."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
     torch.manual_seed(0)
     ds = _load_mnist()
     to_t = lambda u8: (torch.from_numpy(u8).float().permute(0, 3, 1, 2) / 255 - 0.1307) / 0.3081  # noqa: E731
     x_train, y_train = to_t(ds.train.images), torch.from_numpy(ds.train.labels).long()
     x_test, y_test = to_t(ds.test.images), torch.from_numpy(ds.test.labels).long()
-    model = LeNet()
+    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_train, y_train),
+                                          batch_size=BATCH, shuffle=True, drop_last=True)
+
+    def epoch_batches():
+        if loader:
+            yield from batches
+            return
+        order = torch.randperm(len(y_train))
+        for i in range(len(order) // BATCH):
+            idx = order[i * BATCH:(i + 1) * BATCH]
+            yield x_train[idx], y_train[idx]
+
+    model = _torch_lenet()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     rates, accs, times = [], [], []
     start = time.perf_counter()
     for _ in range(epochs):
-        order = torch.randperm(len(y_train))
-        t0 = time.perf_counter()
+        t0, seen = time.perf_counter(), 0
         model.train()
-        for i in range(len(order) // BATCH):
-            idx = order[i * BATCH:(i + 1) * BATCH]
+        for x, y in epoch_batches():
             opt.zero_grad()
-            F.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
+            F.cross_entropy(model(x), y).backward()
             opt.step()
-        rates.append((len(order) // BATCH) * BATCH / (time.perf_counter() - t0))
+            seen += len(y)
+        rates.append(seen / (time.perf_counter() - t0))
         model.eval()
         with torch.no_grad():
             accs.append((model(x_test).argmax(1) == y_test).float().mean().item())
         times.append(time.perf_counter())
-    return _report(f"PyTorch {torch.__version__} eager loop", rates, accs, times, start)
+    how = "DataLoader" if loader else "indexed batches"
+    name = f"PyTorch {torch.__version__} eager loop, {how}, {torch.get_num_threads()} threads"
+    return _report(name, rates, accs, times, start)
 
 
 def cnnjax_run(epochs: int | None) -> dict:
@@ -199,7 +225,9 @@ def main() -> None:
     p.add_argument("--_run", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._run:
-        fn = {"cnnjax": cnnjax_run, "flax": plain_flax, "torch": pytorch}[args._run]
+        fn = {"cnnjax": cnnjax_run, "flax": plain_flax,
+              "torch_loader": functools.partial(pytorch, loader=True),
+              "torch_indexed": functools.partial(pytorch, loader=False)}[args._run]
         result = fn(args.epochs or None)
         result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(json.dumps(result))
@@ -212,7 +240,8 @@ def main() -> None:
     try:
         import torch  # noqa: F401
 
-        rows.append(_in_subprocess("torch", args.baseline_epochs))
+        rows.append(_in_subprocess("torch_loader", args.baseline_epochs))
+        rows.append(_in_subprocess("torch_indexed", args.baseline_epochs))
     except ImportError:
         print("(PyTorch not installed: pip install -e '.[bench]' for its row)")
     print(f"mnist_lenet training on {jax.devices()[0].device_kind} ({os.cpu_count()} cores), "
