@@ -223,7 +223,8 @@ def conv_max_pool(
     the max, so ``relu(conv_max_pool(x, w, b))`` is LeNet's conv -> ReLU -> max-pool. On CPU
     it is lowered by space-to-depth (the conv evaluated at every position of a pooling
     window in one matmul, the pool a max over those positions): LeNet-5's layers train
-    1.8x (conv2) to 3.4x (conv1) faster than with the two ops; elsewhere it is XLA's convolution and ``reduce_window``.
+    1.8x (conv2) to 3.4x (conv1) faster than with the two ops. Elsewhere it is XLA's
+    convolution and ``reduce_window``.
 
     Args:
       x: ``(N, *spatial, C_in)`` with as many spatial dims as ``w``.

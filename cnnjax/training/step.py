@@ -145,8 +145,9 @@ def make_train_step(
     independently and averaged: the same gradient up to float rounding, but ``k``
     independent computations that XLA's CPU runtime can run concurrently on the cores,
     each with a smaller working set (LeNet-5 on 2 cores: ~1.05x images/s; on one core
-    1.15x), without the cross-device all-reduce that 2 CPU devices would need. Per-batch statistics (batch norm) are then per part, their running
-    averages the mean over parts; each part gets its own dropout key.
+    1.15x), without the cross-device all-reduce that 2 CPU devices would need. Per-batch
+    statistics (batch norm) are then per part, their running averages the mean over parts;
+    each part gets its own dropout key.
 
     Not jitted itself: :func:`make_train_chunk` scans it inside one ``jit``.
     """
