@@ -1,7 +1,8 @@
 """How a convolution is handed to XLA.
 
-Every op in :mod:`cnnjax.ops` that convolves ends in :func:`conv_general`, so the choice
-of lowering is made here, once.
+Every op in :mod:`cnnjax.ops` that convolves ends in :func:`conv_general` (``conv_max_pool``
+in :func:`conv_max_pool_general`, at the end of this file), so the choice of lowering is
+made here, once.
 
 XLA's CPU convolutions are slow for the small channel counts of research CNNs (LeNet's
 1->6 and 6->16 layers run several times slower than the same arithmetic as a matmul), for
