@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -116,3 +117,15 @@ def test_bad_arguments_raise_value_error(name):
     call, match = BAD_CALLS[name]
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_forward_mode_agrees_with_reverse_mode():
+    """The max's derivative is a custom JVP (not a custom VJP), so ``jvp`` works and
+    matches the gradient: <grad f(w), v> = jvp(f, w, v)."""
+    x, w, v = op_args([(2, 8, 8, 2), (3, 3, 2, 3), (3, 3, 2, 3)])
+
+    def f(w):
+        return jnp.sum(ops.conv_max_pool(x, w, padding="SAME") ** 2)
+
+    _, directional = jax.jvp(f, (w,), (v,))
+    np.testing.assert_allclose(directional, jnp.vdot(jax.grad(f)(w), v), rtol=1e-4)
