@@ -21,13 +21,14 @@ All three are checked to compute the same output first. Timing: two warm-up call
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
+from ops import fwd_bwd_in_loop, lax_conv, lax_max_pool_2x2  # benchmarks/ops.py
 
 from cnnjax import ops
 
@@ -46,26 +47,7 @@ def two_ops(x, w, b, padding):
 
 
 def textbook(x, w, b, padding):
-    y = lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO",
-                                                                            "NHWC"))
-    y = jax.nn.relu(y + b)
-    return lax.reduce_window(y, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-
-
-def in_scan(layer, padding, steps: int, input_grad: bool):
-    """``steps`` forward+backward passes in one jitted ``lax.scan``; each step's inputs
-    depend on the carry, so nothing is hoisted out of the loop."""
-    argnums = (0, 1, 2) if input_grad else (1, 2)
-    grad = jax.value_and_grad(lambda x, w, b: jnp.sum(layer(x, w, b, padding)), argnums)
-
-    def run(x, w, b):
-        def body(total, _):
-            value, grads = grad(x * (1 + 1e-9 * total), w, b)
-            return total + value + sum(jnp.sum(g) for g in grads), None
-
-        return lax.scan(body, jnp.zeros((), jnp.float32), None, length=steps)[0]
-
-    return jax.jit(run)
+    return lax_max_pool_2x2(jax.nn.relu(lax_conv(x, w, padding=padding) + b))
 
 
 def main() -> None:
@@ -91,7 +73,9 @@ def main() -> None:
         for fn in variants.values():
             np.testing.assert_allclose(fn(x, w, b, padding), reference, rtol=1e-4, atol=1e-4)
         # conv1 reads the images, whose gradient a training step never needs.
-        fns = {v: in_scan(fn, padding, args.steps, input_grad=shape[-1] > 1)
+        argnums = (0, 1, 2) if shape[-1] > 1 else (1, 2)
+        fns = {v: fwd_bwd_in_loop(functools.partial(fn, padding=padding), 3, args.steps,
+                                  argnums)
                for v, fn in variants.items()}
         times = {v: [] for v in variants}
         for repeat in range(args.repeats + 2):

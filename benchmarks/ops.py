@@ -117,11 +117,15 @@ def fwd_bwd(fn: Callable[..., jax.Array], nargs: int):
     return jax.jit(jax.value_and_grad(lambda *a: jnp.sum(fn(*a)), argnums=tuple(range(nargs))))
 
 
-def fwd_bwd_in_loop(fn: Callable[..., jax.Array], nargs: int, steps: int):
-    """:func:`fwd_bwd` ``steps`` times inside one ``lax.scan``. Each step's inputs depend
-    on the carry, so XLA cannot hoist the work out of the loop, and its gradients feed the
-    carry, so none is optimised away."""
-    grad = jax.value_and_grad(lambda *a: jnp.sum(fn(*a)), argnums=tuple(range(nargs)))
+def fwd_bwd_in_loop(
+    fn: Callable[..., jax.Array], nargs: int, steps: int, argnums: Sequence[int] | None = None
+):
+    """:func:`fwd_bwd` ``steps`` times inside one ``lax.scan`` (gradients with respect to
+    ``argnums``, default every argument). Each step's inputs depend on the carry, so XLA
+    cannot hoist the work out of the loop, and its gradients feed the carry, so none is
+    optimised away."""
+    argnums = tuple(range(nargs)) if argnums is None else tuple(argnums)
+    grad = jax.value_and_grad(lambda *a: jnp.sum(fn(*a)), argnums=argnums)
 
     def run(*args):
         def body(total, _):

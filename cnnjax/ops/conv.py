@@ -27,6 +27,7 @@ from cnnjax.ops._args import (
     PaddingLike,
     as_tuple,
     check_rank,
+    conv_output_shape,
     effective_kernel,
     padding_pairs,
     spatial_rank_of_kernel,
@@ -247,9 +248,9 @@ def conv_max_pool(
     in_spatial = tuple(x.shape[1:-1])
     pads = padding_pairs(padding, in_spatial, kernel, (1,) * n, (1,) * n)
     _check_fits(in_spatial, pads, kernel, "w", kernel)
-    out = [s + lo + hi - k + 1 for s, (lo, hi), k in zip(in_spatial, pads, kernel, strict=True)]
+    out = conv_output_shape(in_spatial, kernel, padding=pads)
     if any(o < p for o, p in zip(out, pool, strict=True)):
-        raise ValueError(f"`pool` {pool} is larger than the convolution's output {tuple(out)}")
+        raise ValueError(f"`pool` {pool} is larger than the convolution's output {out}")
     # max(y) + b == max(y + b): the bias goes on the smaller, pooled tensor.
     return _add_bias(conv_max_pool_general(x, w, padding=pads, pool=pool), b)
 
