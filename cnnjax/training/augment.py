@@ -117,9 +117,7 @@ def random_affine(
     if max_degrees < 0:
         raise ValueError(f"`max_degrees` must be >= 0; got {max_degrees}")
     if not 0 < min_scale <= max_scale:
-        raise ValueError(
-            f"need 0 < `min_scale` <= `max_scale`; got {min_scale} and {max_scale}"
-        )
+        raise ValueError(f"need 0 < `min_scale` <= `max_scale`; got {min_scale} and {max_scale}")
     angle_key, scale_key = jax.random.split(key)
     n = x.shape[0]
     degrees = jax.random.uniform(angle_key, (n,), minval=-max_degrees, maxval=max_degrees)
@@ -148,18 +146,21 @@ def make_augment(config: ml_collections.ConfigDict) -> Callable[[jax.Array, jax.
 def distort_test(
     dataset: Dataset, config: ml_collections.ConfigDict, *, batch_size: int = 1000
 ) -> Dataset:
-    """``dataset`` with its test images passed through ``config.augment`` once, with the key
-    ``augment.test_seed``, and rounded back to uint8 (unchanged without
+    """``dataset`` with its test (and validation) images passed through ``config.augment``
+    once, with the key ``augment.test_seed``, and rounded back to uint8 (unchanged without
     ``augment.distort_test``)."""
     if not config.augment.distort_test:
         return dataset
     augment = jax.jit(make_augment(config))
     key = jax.random.key(config.augment.test_seed)
-    images = dataset.test.images
-    out = []
-    for i, lo in enumerate(range(0, len(images), batch_size)):
-        x = jnp.asarray(images[lo : lo + batch_size], jnp.float32) / 255.0
-        distorted = augment(jax.random.fold_in(key, i), x)
-        out.append(np.asarray(jnp.round(jnp.clip(distorted, 0.0, 1.0) * 255.0), np.uint8))
-    test = Split(np.concatenate(out), dataset.test.labels)
-    return dataclasses.replace(dataset, test=test)
+
+    def distort(split: Split) -> Split:
+        out = []
+        for i, lo in enumerate(range(0, len(split.images), batch_size)):
+            x = jnp.asarray(split.images[lo : lo + batch_size], jnp.float32) / 255.0
+            distorted = augment(jax.random.fold_in(key, i), x)
+            out.append(np.asarray(jnp.round(jnp.clip(distorted, 0.0, 1.0) * 255.0), np.uint8))
+        return Split(np.concatenate(out), split.labels)
+
+    validation = None if dataset.validation is None else distort(dataset.validation)
+    return dataclasses.replace(dataset, test=distort(dataset.test), validation=validation)

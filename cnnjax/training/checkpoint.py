@@ -16,7 +16,8 @@ checkpoint under a temporary name and renames it when complete, so a crash mid-w
 leaves the previous checkpoints intact.
 
 Which are kept. The latest ``checkpoint.keep`` and, with ``checkpoint.keep_best``, the one
-with the best test metric (both metrics are better when higher).
+with the best metric (both metrics are better when higher), measured on the validation
+split when the run has one, else on the test split.
 
 Async. With ``checkpoint.async_save`` ``save`` returns once the arrays are copied off the
 device; files are written in a background thread. A new save waits for the previous one,
@@ -36,7 +37,7 @@ import orbax.checkpoint as ocp
 
 from cnnjax.training.step import TrainState
 
-_BEST_METRIC = "test_metric"
+_BEST_METRIC = "test_metric"  # its key in the metrics orbax stores beside each checkpoint
 
 
 class Checkpoints:
@@ -72,12 +73,23 @@ class Checkpoints:
         """The step of the newest complete checkpoint, or None."""
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        """The steps of every complete checkpoint, ascending."""
+        return sorted(self._manager.all_steps())
+
     def save(
-        self, state: TrainState, *, step: int, meta: dict[str, Any], test_metric: float | None
+        self, state: TrainState, *, step: int, meta: dict[str, Any], best_metric: float | None
     ) -> None:
         """Saves ``state`` (after ``step`` steps) with ``meta``; returns before it is on disk
-        when async. ``test_metric`` tags the checkpoint for keep-best (None: untagged)."""
-        metrics = None if test_metric is None else {_BEST_METRIC: test_metric}
+        when async. ``best_metric`` tags the checkpoint for keep-best (None: untagged).
+
+        A checkpoint of ``step`` that exists already is kept as it is: training is
+        deterministic, so it holds this same state (this happens when runs trained
+        together resume from the newest step they all have).
+        """
+        if step in self._manager.all_steps():
+            return
+        metrics = None if best_metric is None else {_BEST_METRIC: best_metric}
         self._manager.save(
             step,
             args=ocp.args.Composite(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,23 +57,38 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Train and test splits plus the number of classes."""
+    """Train and test splits, an optional validation split, and the number of classes."""
 
     name: str
     train: Split
     test: Split
     num_classes: int
+    validation: Split | None = None
 
 
 def load(config: ml_collections.ConfigDict) -> Dataset:
     """The dataset described by ``config`` (the experiment's ``config.dataset``).
 
-    Reads ``name``, ``train_split``, ``test_split``, ``data_dir``, ``cache_dir`` and
-    ``download``.
+    Reads ``name``, ``train_split``, ``validation_split``, ``test_split``, ``data_dir``,
+    ``cache_dir`` and ``download``. Splits are TFDS split names with TFDS's slicing
+    (``"train[:55000]"``, ``"train[90%:]"``); in-memory datasets accept the same forms.
     """
     if config.name in IN_MEMORY:
-        return IN_MEMORY[config.name]()
-    return _load_tfds(config)
+        whole = IN_MEMORY[config.name]()
+        named = {"train": whole.train, "test": whole.test}
+        pick = lambda spec: _slice_split(named, spec)  # noqa: E731
+        num_classes = whole.num_classes
+    else:
+        builder = _builder(config.name, config.data_dir)
+        pick = lambda spec: _tfds_split(builder, spec, config)  # noqa: E731
+        num_classes = builder.info.features[builder.info.supervised_keys[1]].num_classes
+    return Dataset(
+        name=config.name,
+        train=pick(config.train_split),
+        test=pick(config.test_split),
+        num_classes=num_classes,
+        validation=pick(config.validation_split) if config.validation_split else None,
+    )
 
 
 # ----------------------------------------------------------------------------- in memory
@@ -112,28 +128,41 @@ def default_cache_dir() -> Path:
     return Path(base) / "cnnjax"
 
 
-def _load_tfds(config: ml_collections.ConfigDict) -> Dataset:
-    builder = _builder(config.name, config.data_dir)
+def _tfds_split(builder, split: str, config: ml_collections.ConfigDict) -> Split:
+    """One split of a TFDS dataset, decoded (from the cache when it holds it)."""
     image_key, label_key = builder.info.supervised_keys
     cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    cache_dir = cache_root / builder.info.name / str(builder.info.version)
-    splits = {}
-    for split in (config.train_split, config.test_split):
-        path = cache_dir / f"{split}.npz"
-        expected = _num_examples(builder, split)
-        cached = _read_cache(path, expected)
-        if cached is None:
-            source = _data_source(builder, split, config)
-            cached = _decode(source, image_key, label_key)
-            _write_cache(path, cached)
-        splits[split] = cached
-    num_classes = builder.info.features[label_key].num_classes
-    return Dataset(
-        name=config.name,
-        train=splits[config.train_split],
-        test=splits[config.test_split],
-        num_classes=num_classes,
-    )
+    path = cache_root / builder.info.name / str(builder.info.version) / f"{split}.npz"
+    cached = _read_cache(path, _num_examples(builder, split))
+    if cached is None:
+        cached = _decode(_data_source(builder, split, config), image_key, label_key)
+        _write_cache(path, cached)
+    return cached
+
+
+_SLICE = re.compile(r"^(\w+)\[(-?\d*%?):(-?\d*%?)\]$")
+
+
+def _slice_split(splits: dict[str, Split], spec: str) -> Split:
+    """``spec`` (``"train"``, ``"train[:1200]"``, ``"train[80%:]"``) of in-memory splits."""
+    match = _SLICE.match(spec)
+    name = match.group(1) if match else spec
+    if name not in splits:
+        raise ValueError(
+            f"unknown split {spec!r}; splits are {', '.join(splits)}, optionally sliced as "
+            "NAME[start:stop] with example counts or percentages"
+        )
+    split = splits[name]
+    if not match:
+        return split
+
+    def bound(text: str) -> int | None:
+        if not text:
+            return None
+        return round(int(text[:-1]) * len(split) / 100) if text.endswith("%") else int(text)
+
+    keep = slice(bound(match.group(2)), bound(match.group(3)))
+    return Split(split.images[keep], split.labels[keep])
 
 
 def _builder(name: str, data_dir: str | None):
@@ -151,8 +180,10 @@ def _builder(name: str, data_dir: str | None):
 
 def _num_examples(builder, split: str) -> int | None:
     """The split's size from the prepared metadata, or None when it is not known."""
-    info = builder.info.splits
-    return info[split].num_examples if split in info else None
+    try:
+        return builder.info.splits[split].num_examples
+    except (KeyError, ValueError):
+        return None
 
 
 def _data_source(builder, split: str, config: ml_collections.ConfigDict):

@@ -24,7 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = config_dict.placeholder(str)  # a TFDS name, or "sklearn_digits"
+    # TFDS split names, sliceable ("train[:55000]"). With a validation split, keep-best
+    # and the "best" epoch are chosen on it; the test split is only reported.
     c.dataset.train_split = "train"
+    c.dataset.validation_split = config_dict.placeholder(str)  # e.g. "train[55000:]"
     c.dataset.test_split = "test"
     c.dataset.data_dir = config_dict.placeholder(str)  # None: $TFDS_DATA_DIR, else TFDS's
     c.dataset.cache_dir = config_dict.placeholder(str)  # None: $CNNJAX_CACHE_DIR or ~/.cache
@@ -100,7 +103,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.target_accuracy = 0.99
     c.target_psnr = config_dict.placeholder(float)  # dB, for task="reconstruction"
     return c
-
 
 
 def _adam_onecycle(

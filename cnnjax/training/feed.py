@@ -60,12 +60,24 @@ class TrainFeed:
       mesh: the device mesh; data is replicated over it (the step shards each batch).
       batch_size: examples per step.
       resident: keep the split on the device (else stream from host memory).
+      num_seeds: feed that many runs at once (each with its own data key and order):
+        ``order`` gets a leading seed axis, and so do streamed images and labels
+        (:meth:`data_axis`). ``None``: one run.
     """
 
-    def __init__(self, split: Split, mesh: Mesh, *, batch_size: int, resident: bool):
+    def __init__(
+        self,
+        split: Split,
+        mesh: Mesh,
+        *,
+        batch_size: int,
+        resident: bool,
+        num_seeds: int | None = None,
+    ):
         self.split = split
         self.batch_size = batch_size
         self.resident = resident
+        self.num_seeds = num_seeds
         self._replicated = NamedSharding(mesh, P())
         self._order: jax.Array | None = None
         self._host_order: np.ndarray | None = None
@@ -79,9 +91,19 @@ class TrainFeed:
         which examples those are changes every epoch."""
         return len(self.split) // self.batch_size
 
+    @property
+    def data_axis(self) -> int | None:
+        """The seed axis of the images and labels :meth:`chunk` returns (for ``vmap``):
+        None when they are shared by all seeds (resident, or a single run)."""
+        return None if self.resident or self.num_seeds is None else 0
+
     def start_epoch(self, data_key: jax.Array, epoch: int) -> None:
-        """Fixes the order of ``epoch`` (0-based)."""
-        self._order = epoch_order(data_key, epoch, num_examples=len(self.split))
+        """Fixes the order of ``epoch`` (0-based); ``data_key`` is ``(num_seeds,)`` keys
+        when feeding several seeds."""
+        order = functools.partial(epoch_order, num_examples=len(self.split))
+        if self.num_seeds is not None:
+            order = jax.vmap(order, in_axes=(0, None))
+        self._order = order(data_key, epoch)
         if not self.resident:
             self._host_order = np.asarray(self._order)
 
@@ -90,11 +112,11 @@ class TrainFeed:
         if self.resident:
             return self._images, self._labels, self._order, start
         b = self.batch_size
-        idx = self._host_order[start * b : (start + num_steps) * b]
+        idx = self._host_order[..., start * b : (start + num_steps) * b]
         images = jax.device_put(self.split.images[idx], self._replicated)
         labels = jax.device_put(self.split.labels[idx], self._replicated)
-        order = jax.device_put(np.arange(num_steps * b, dtype=np.int32), self._replicated)
-        return images, labels, order, 0
+        order = np.broadcast_to(np.arange(num_steps * b, dtype=np.int32), idx.shape)
+        return images, labels, jax.device_put(order, self._replicated), 0
 
 
 class EvalFeed:

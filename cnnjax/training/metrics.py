@@ -26,7 +26,6 @@ from typing import Any
 Record = dict[str, Any]
 
 
-
 def write_json(path: str | Path, obj: Any) -> None:
     """Writes ``obj`` as indented JSON, atomically (temporary file, then rename)."""
     path = Path(path)
@@ -36,13 +35,16 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 class MetricsLog:
-    """``metrics.jsonl`` and TensorBoard events in ``workdir``, for a task's ``metric``."""
+    """``metrics.jsonl`` and TensorBoard events in ``workdir``, for a task's ``metric`` on
+    ``splits`` (``"train"``, ``"val"``, ``"test"``)."""
 
-    def __init__(self, workdir: str | Path, *, metric: str):
+    def __init__(
+        self, workdir: str | Path, *, metric: str, splits: tuple[str, ...] = ("train", "test")
+    ):
         from tensorboardX import SummaryWriter
 
         self._tags = {"lr": "learning_rate"}
-        for split in ("train", "test"):
+        for split in splits:
             for name in ("loss", metric):
                 self._tags[f"{split}_{name}"] = f"{split}/{name}"
         self.path = Path(workdir) / "metrics.jsonl"
@@ -91,7 +93,7 @@ def plot_learning_curves(
     epochs = [r["epoch"] for r in records]
     scale, label = (100, "accuracy (%)") if metric == "accuracy" else (1, metric)
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    for split in ("train", "test"):
+    for split in [s for s in ("train", "val", "test") if f"{s}_loss" in records[0]]:
         loss_ax.plot(epochs, [r[f"{split}_loss"] for r in records], "o-", label=split)
         metric_ax.plot(epochs, [scale * r[f"{split}_{metric}"] for r in records], "o-", label=split)
     loss_ax.set(xlabel="epoch", ylabel=loss_name, title="loss")
@@ -111,18 +113,23 @@ def summarize(
     params: int,
     metric: str = "accuracy",
     target: float | None,
+    select: str = "test",
 ) -> dict[str, Any]:
     """The ``summary.json`` of a run from its records (keys as in the SPEC).
 
     ``final_test_<metric>``/``best_test_<metric>``/``target_<metric>`` name the task's
     metric; ``final_test_accuracy`` and ``best_test_accuracy`` are always present (None for
-    a task without accuracy). ``train_images_per_second`` is steady state: images over
-    seconds of the train steps, leaving out each process's first call (compilation).
+    a task without accuracy). The best epoch is the one with the highest ``select``
+    (``"val"`` or ``"test"``) metric, and ``best_test_<metric>`` is the test metric of that
+    epoch: selected on the validation split it is an unbiased estimate, selected on the
+    test split an optimistic one. With ``select="val"``, ``final_val_<metric>`` and
+    ``best_val_<metric>`` are added. ``train_images_per_second`` is steady state: images
+    over seconds of the train steps, leaving out each process's first call (compilation).
     ``seconds_to_target`` is the ``elapsed_seconds`` of the first evaluation whose test
     metric reached ``target``, or None.
     """
     last = records[-1] if records else {}
-    scores = [r[f"test_{metric}"] for r in records]
+    scores = [r[f"{select}_{metric}"] for r in records]
     steady_seconds = sum(r["steady_seconds"] for r in records)
     reached = [
         r["elapsed_seconds"]
@@ -130,7 +137,7 @@ def summarize(
         if target is not None and r[f"test_{metric}"] >= target
     ]
     best = max(range(len(records)), key=lambda i: scores[i]) if records else None
-    return {
+    summary = {
         "experiment": experiment,
         "params": params,
         "epochs": last.get("epoch", 0),
@@ -140,8 +147,9 @@ def summarize(
         "best_test_accuracy": None,
         f"final_test_{metric}": last.get(f"test_{metric}"),
         "final_test_loss": last.get("test_loss"),
-        f"best_test_{metric}": scores[best] if records else None,
+        f"best_test_{metric}": records[best][f"test_{metric}"] if records else None,
         "best_epoch": records[best]["epoch"] if records else None,
+        "best_selected_on": select,
         "train_seconds": last.get("elapsed_seconds", 0.0),
         "train_images_per_second": (
             sum(r["steady_images"] for r in records) / steady_seconds
@@ -151,3 +159,7 @@ def summarize(
         f"target_{metric}": target,
         "seconds_to_target": reached[0] if reached else None,
     }
+    if select == "val":
+        summary[f"final_val_{metric}"] = last.get(f"val_{metric}")
+        summary[f"best_val_{metric}"] = scores[best] if records else None
+    return summary

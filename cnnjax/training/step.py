@@ -135,10 +135,10 @@ def make_train_step(
     task: Task,
     preprocess: Preprocess,
     augment: Callable[[jax.Array, jax.Array], jax.Array],
-    step_key: jax.Array,
     microbatches: int = 1,
-) -> Callable[[TrainState, jax.Array, jax.Array], TrainState]:
-    """One optimizer step, ``(state, images (B, H, W, C) uint8, labels (B,)) -> state``.
+) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], TrainState]:
+    """One optimizer step, ``(state, images (B, H, W, C) uint8, labels (B,), step_key) ->
+    state``; the step's randomness is ``fold_in(step_key, state.step)``.
 
     With ``microbatches = k > 1`` the batch is split into ``k`` interleaved parts
     (``x[i::k]``, so each part stays spread over the devices) whose gradients are computed
@@ -152,7 +152,9 @@ def make_train_step(
     Not jitted itself: :func:`make_train_chunk` scans it inside one ``jit``.
     """
 
-    def train_step(state: TrainState, images: jax.Array, labels: jax.Array) -> TrainState:
+    def train_step(
+        state: TrainState, images: jax.Array, labels: jax.Array, step_key: jax.Array
+    ) -> TrainState:
         aug_key, dropout_key = jax.random.split(jax.random.fold_in(step_key, state.step))
         x = preprocess.augmented(augment, aug_key, images)
         mutable = ["batch_stats"] if state.batch_stats else False
@@ -192,16 +194,17 @@ def make_train_step(
 
 
 def make_train_chunk(
-    train_step: Callable[[TrainState, jax.Array, jax.Array], TrainState],
+    train_step: Callable[[TrainState, jax.Array, jax.Array, jax.Array], TrainState],
     *,
     batch_size: int,
     batch_sharding: NamedSharding,
+    seed_axes: tuple[int | None, ...] | None = None,
 ) -> Callable[..., TrainState]:
     """``num_steps`` consecutive train steps in one jitted call.
 
-    The returned ``chunk(state, images, labels, order, start, *, num_steps)`` runs steps on
-    the batches ``images[order[(start + j) * B : (start + j + 1) * B]]``, ``j <
-    num_steps``, gathering each batch on the device and sharding it over the mesh's
+    The returned ``chunk(state, images, labels, order, start, step_key, *, num_steps)``
+    runs steps on the batches ``images[order[(start + j) * B : (start + j + 1) * B]]``,
+    ``j < num_steps``, gathering each batch on the device and sharding it over the mesh's
     ``data`` axis (``batch_sharding``). Fusing steps (``config.steps_per_call``) only
     saves dispatch overhead: ``lax.scan`` runs the same step, so results match single
     steps. ``state`` is donated: its buffers are reused for the new state.
@@ -210,19 +213,28 @@ def make_train_chunk(
       train_step: from :func:`make_train_step`.
       batch_size: ``B``, the global batch (a multiple of the number of devices).
       batch_sharding: sharding of a batch's leading axis.
+      seed_axes: train several seeds at once: the ``jax.vmap`` axes of ``(state, images,
+        labels, order, start, step_key)``, e.g. ``(0, None, None, 0, None, 0)`` for stacked
+        states, orders and keys over one shared dataset. ``None``: one run, no vmap.
     """
 
-    @functools.partial(jax.jit, static_argnames="num_steps", donate_argnames="state")
-    def chunk(state, images, labels, order, start, *, num_steps: int):
+    def run(state, images, labels, order, start, step_key, num_steps):
         idx = lax.dynamic_slice_in_dim(order, start * batch_size, num_steps * batch_size)
 
         def body(state, batch_idx):
             batch_idx = lax.with_sharding_constraint(batch_idx, batch_sharding)
             x = lax.with_sharding_constraint(images[batch_idx], batch_sharding)
-            return train_step(state, x, labels[batch_idx]), None
+            return train_step(state, x, labels[batch_idx], step_key), None
 
         state, _ = lax.scan(body, state, idx.reshape(num_steps, batch_size))
         return state
+
+    @functools.partial(jax.jit, static_argnames="num_steps", donate_argnames="state")
+    def chunk(state, images, labels, order, start, step_key, *, num_steps: int):
+        f = functools.partial(run, num_steps=num_steps)
+        if seed_axes is not None:
+            f = jax.vmap(f, in_axes=seed_axes)
+        return f(state, images, labels, order, start, step_key)
 
     return chunk
 
@@ -234,17 +246,18 @@ def make_eval_chunk(
     preprocess: Preprocess,
     eval_batch_size: int,
     batch_sharding: NamedSharding,
+    stacked: bool = False,
 ) -> Callable[..., dict[str, jax.Array]]:
     """Evaluation sums over a padded chunk of examples, in one jitted call.
 
     The returned ``chunk(state, images, labels, num_valid)`` takes ``images (M, H, W, C)``
     uint8 and ``labels (M,)`` with ``M`` a multiple of ``eval_batch_size``, of which only
     the first ``num_valid`` are real, and returns the sums ``loss``, ``metric``, ``count``
-    over those (``count == num_valid``).
+    over those (``count == num_valid``). With ``stacked``, ``state`` holds several seeds'
+    states on a leading axis and each sum is ``(seeds,)``.
     """
 
-    @jax.jit
-    def chunk(state: TrainState, images, labels, num_valid):
+    def run(state: TrainState, images, labels, num_valid):
         def body(sums, b):
             lo = b * eval_batch_size
             x = lax.dynamic_slice_in_dim(images, lo, eval_batch_size)
@@ -258,4 +271,4 @@ def make_eval_chunk(
         sums, _ = lax.scan(body, zero_sums(), jnp.arange(images.shape[0] // eval_batch_size))
         return sums
 
-    return chunk
+    return jax.jit(jax.vmap(run, in_axes=(0, None, None, None)) if stacked else run)

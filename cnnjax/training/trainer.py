@@ -24,6 +24,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,6 @@ from cnnjax.training.step import (
     make_eval_chunk,
     make_train_chunk,
     make_train_step,
-    zero_sums,
 )
 
 # Seconds between refreshes of the progress bar's loss/accuracy (each reads the device).
@@ -77,8 +77,12 @@ class Interrupted(Exception):  # noqa: N818 -- a request, not an error
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str | Path, *, stop_at_step: int | None = None
-) -> dict[str, Any]:
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    stop_at_step: int | None = None,
+    seeds: Sequence[int] | None = None,
+) -> dict[str, Any] | list[dict[str, Any]]:
     """Trains and evaluates ``config`` in ``workdir``, resuming from its latest checkpoint.
 
     Args:
@@ -86,9 +90,16 @@ def train_and_evaluate(
       workdir: the run's directory; created if missing.
       stop_at_step: stop as if preempted once this many steps are done (checkpoint saved,
         :class:`Interrupted` raised); for splitting a run, and for tests.
+      seeds: train these seeds of ``config`` together, as one ``jax.vmap``-ed program:
+        the train state (params, optimizer state, batch statistics) gets a leading seed
+        axis, and each seed keeps its own init key, data order and step keys, exactly as
+        a run of ``config`` with ``config.seed`` set to it. Each seed writes the ordinary
+        run directory :func:`seed_dir` ``(workdir, seed)`` (config, metrics,
+        checkpoints, summary), so a report or a resume does not depend on how it was
+        trained. ``None``: one run of ``config.seed`` in ``workdir``.
 
     Returns:
-      The summary (also written to ``workdir/summary.json``).
+      The summary (also written to ``summary.json``); with ``seeds``, one per seed.
 
     Raises:
       ConfigError: a bad config, before anything slow happens.
@@ -98,8 +109,15 @@ def train_and_evaluate(
     # ------------------------------------------------------------------ config
     validate(config, models=models.available())
     workdir = Path(workdir)
-    config_dict = json.loads(config.to_json_best_effort())
+    stacked = seeds is not None
+    seed_list = list(seeds) if stacked else [config.seed]
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        raise ConfigError(f"seeds must be distinct and at least one, got {seeds!r}")
+    run_dirs = [seed_dir(workdir, seed) for seed in seed_list] if stacked else [workdir]
+    config_dicts = [_config_dict(config, seed) for seed in seed_list]
     print(f"Experiment {config.experiment!r}, work directory {workdir}\n{config}", flush=True)
+    if stacked:
+        print(f"Seeds {seed_list} trained together (vmapped)", flush=True)
 
     task = tasks_lib.make_task(config)
 
@@ -115,11 +133,20 @@ def train_and_evaluate(
         max_device_bytes=config.dataset.max_device_bytes,
     )
     train_feed = feed_lib.TrainFeed(
-        dataset.train, mesh, batch_size=config.batch_size, resident=resident
+        dataset.train,
+        mesh,
+        batch_size=config.batch_size,
+        resident=resident,
+        num_seeds=len(seed_list) if stacked else None,
     )
-    eval_feed = feed_lib.EvalFeed(
-        dataset.test, mesh, eval_batch_size=config.eval_batch_size, resident=resident
-    )
+    eval_feeds = {
+        split: feed_lib.EvalFeed(
+            examples, mesh, eval_batch_size=config.eval_batch_size, resident=resident
+        )
+        for split, examples in (("val", dataset.validation), ("test", dataset.test))
+        if examples is not None
+    }
+    select = "val" if dataset.validation is not None else "test"  # what "best" is chosen on
     steps_per_epoch = train_feed.steps_per_epoch
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -129,9 +156,11 @@ def train_and_evaluate(
     total_steps = steps("total", config, **durations)
     warmup_steps = steps("warmup", config.schedule, **durations, default=0)
     num_epochs = -(-total_steps // steps_per_epoch)
+    validation = f" / {len(dataset.validation):,} validation" if select == "val" else ""
     print(
-        f"Data: {dataset.name}, {len(dataset.train):,} train / {len(dataset.test):,} test "
-        f"images {dataset.train.images.shape[1:]}, {dataset.num_classes} classes, "
+        f"Data: {dataset.name}, {len(dataset.train):,} train{validation} / "
+        f"{len(dataset.test):,} test images {dataset.train.images.shape[1:]}, "
+        f"{dataset.num_classes} classes, "
         f"{'on the device' if resident else 'streamed from host memory'}; "
         f"{mesh.size} {jax.default_backend()} device(s); {total_steps:,} steps "
         f"= {num_epochs} epoch(s) of {steps_per_epoch:,}",
@@ -154,21 +183,20 @@ def train_and_evaluate(
     schedule = optim.make_schedule(config, total_steps=total_steps, warmup_steps=warmup_steps)
     lr_at = jax.jit(schedule)  # one compilation instead of one per op when logging the lr
     tx = optim.make_optimizer(config, schedule)
-    root = jax.random.key(config.seed)
-    init_key, data_key, step_key = (
-        jax.random.fold_in(root, s) for s in (_INIT_STREAM, _DATA_STREAM, _STEP_STREAM)
-    )
+    init_key, data_key, step_key = _stream_keys(seed_list, stacked)
     train_step = make_train_step(
         model,
         tx,
         task=task,
         preprocess=preprocess,
         augment=augment,
-        step_key=step_key,
         microbatches=config.microbatches,
     )
     train_chunk = make_train_chunk(
-        train_step, batch_size=config.batch_size, batch_sharding=batch_sharding
+        train_step,
+        batch_size=config.batch_size,
+        batch_sharding=batch_sharding,
+        seed_axes=(0, train_feed.data_axis, train_feed.data_axis, 0, None, 0) if stacked else None,
     )
     eval_chunk = make_eval_chunk(
         model,
@@ -176,49 +204,65 @@ def train_and_evaluate(
         preprocess=preprocess,
         eval_batch_size=config.eval_batch_size,
         batch_sharding=batch_sharding,
+        stacked=stacked,
     )
 
     # ------------------------------------------------------------------ init (shapes first)
     def fresh_state(key: jax.Array) -> TrainState:
         return init_state(model, tx, key, jnp.zeros(input_shape, jnp.float32))
 
-    abstract = jax.eval_shape(fresh_state, init_key)
-    shardings = jax.tree.map(lambda _: replicated, abstract)
-    abstract = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-    )
+    def with_shardings(tree):
+        return jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), tree
+        )
+
+    init = jax.vmap(fresh_state) if stacked else fresh_state
+    abstract = with_shardings(jax.eval_shape(init, init_key))
+    shardings = jax.tree.map(lambda a: a.sharding, abstract)
+    abstract_one = with_shardings(jax.eval_shape(fresh_state, jax.random.key(0)))
 
     # ------------------------------------------------------------------ restore
-    # The config is sound (every check above passed): from here on the work directory
-    # is written.
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / "config.json", config_dict)
-    checkpoints = Checkpoints(
-        workdir / "checkpoints",
-        keep=config.checkpoint.keep,
-        keep_best=config.checkpoint.keep_best,
-        async_save=config.checkpoint.async_save,
-    )
-    log = MetricsLog(workdir, metric=task.metric)
+    # The config is sound (every check above passed): from here on the work directories
+    # are written.
+    checkpoints, logs = [], []
+    for run_dir, config_dict in zip(run_dirs, config_dicts, strict=True):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config_dict)
+        checkpoints.append(
+            Checkpoints(
+                run_dir / "checkpoints",
+                keep=config.checkpoint.keep,
+                keep_best=config.checkpoint.keep_best,
+                async_save=config.checkpoint.async_save,
+            )
+        )
+        logs.append(MetricsLog(run_dir, metric=task.metric, splits=("train", *eval_feeds)))
     metric = task.metric
-    start_step = checkpoints.latest_step()
+    start_step = _resume_step(checkpoints)
     if start_step is None:
-        state = jax.jit(fresh_state, out_shardings=shardings)(init_key)
+        state = jax.jit(init, out_shardings=shardings)(init_key)
         start_step, elapsed_before = 0, 0.0
     else:
-        state, meta = checkpoints.restore(abstract, start_step)
-        elapsed_before = meta["elapsed_seconds"]
-        _warn_config_changes(meta["config"], config_dict)
+        restored = [c.restore(abstract_one, start_step) for c in checkpoints]
+        for (_, meta), config_dict in zip(restored, config_dicts, strict=True):
+            _warn_config_changes(meta["config"], config_dict)
+        states = [s for s, _ in restored]
+        state = jax.device_put(_stack(states) if stacked else states[0], shardings)
+        meta = restored[0][1]
+        elapsed_before = max(m["elapsed_seconds"] for _, m in restored)
         print(
             f"Resumed from checkpoint at step {start_step:,} (epoch "
             f"{meta['epochs_done'] + 1}, step {meta['step_in_epoch']} of {steps_per_epoch})",
             flush=True,
         )
-    records = log.truncate(start_step)
-    num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
-    reset_sums = jax.jit(zero_sums, out_shardings=jax.tree.map(lambda _: replicated, abstract.sums))
+    records = [log.truncate(start_step) for log in logs]
+    num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(abstract_one.params))
+    reset_sums = jax.jit(
+        lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract.sums),
+        out_shardings=shardings.sums,
+    )
 
-    def meta_for(step: int, elapsed: float) -> dict[str, Any]:
+    def meta_for(step: int, elapsed: float, config_dict: dict[str, Any]) -> dict[str, Any]:
         return {
             "epochs_done": step // steps_per_epoch,
             "step_in_epoch": step % steps_per_epoch,
@@ -226,6 +270,15 @@ def train_and_evaluate(
             "config": config_dict,
             "versions": _versions(),
         }
+
+    def save_all(step: int, elapsed: float, best: list[float | None]) -> None:
+        for k, (ckpt, config_dict) in enumerate(zip(checkpoints, config_dicts, strict=True)):
+            ckpt.save(
+                _seed_slice(state, k) if stacked else state,
+                step=step,
+                meta=meta_for(step, elapsed, config_dict),
+                best_metric=best[k],
+            )
 
     # ------------------------------------------------------------------ loop
     step = start_step
@@ -255,71 +308,127 @@ def train_and_evaluate(
                     if stop_at_step is not None and stop_at_step > step:
                         n = min(n, stop_at_step - step)
                     args = train_feed.chunk(step - epoch_start, n)
-                    state = progress.call(train_chunk, state, *args, num_steps=n)
+                    state = progress.call(train_chunk, state, *args, step_key, num_steps=n)
                     step += n
                     if stop.requested or (stop_at_step is not None and step >= stop_at_step):
                         progress.finish()
-                        checkpoints.save(
-                            state, step=step, meta=meta_for(step, clock()), test_metric=None
-                        )
+                        save_all(step, clock(), [None] * len(run_dirs))
                         raise Interrupted(step, stop.signum)
                 train_sums = jax.device_get(state.sums)  # waits for the epoch's last step
                 steady_images, steady_seconds = progress.finish()
                 # -------------------------------------------------------- evaluate
-                test_sums = _evaluate(eval_chunk, state, eval_feed)
+                eval_sums = {
+                    split: _evaluate(eval_chunk, state, feed) for split, feed in eval_feeds.items()
+                }
                 # -------------------------------------------------------- log
-                record = {
+                common = {
                     "epoch": epoch + 1,
                     "step": step,
                     "lr": float(lr_at(step - 1)),
-                    "train_loss": float(train_sums["loss"] / train_sums["count"]),
-                    f"train_{metric}": float(train_sums["metric"] / train_sums["count"]),
-                    "test_loss": float(test_sums["loss"] / test_sums["count"]),
-                    f"test_{metric}": float(test_sums["metric"] / test_sums["count"]),
                     "elapsed_seconds": clock(),
                     "epoch_seconds": time.perf_counter() - t_epoch,
                     "steady_images": steady_images,
                     "steady_seconds": steady_seconds,
                 }
-                records.append(record)
-                log.append(record)
-                print(_epoch_line(record, num_epochs, task), flush=True)
+                sums = {"train": train_sums, **eval_sums}
+                for k, (run_records, log) in enumerate(zip(records, logs, strict=True)):
+                    record = dict(common)
+                    for split, split_sums in sums.items():
+                        one = _seed_slice(split_sums, k) if stacked else split_sums
+                        count = one["count"]
+                        record[f"{split}_loss"] = float(one["loss"] / count)
+                        record[f"{split}_{metric}"] = float(one["metric"] / count)
+                    run_records.append(record)
+                    log.append(record)
+                    prefix = f"seed {seed_list[k]}: " if stacked else ""
+                    print(prefix + _epoch_line(record, num_epochs, task), flush=True)
                 # -------------------------------------------------------- checkpoint
                 if (epoch + 1) % config.checkpoint.every_epochs == 0 or step == total_steps:
-                    checkpoints.save(
-                        state,
-                        step=step,
-                        meta=meta_for(step, record["elapsed_seconds"]),
-                        test_metric=record[f"test_{metric}"],
-                    )
+                    best = [r[-1][f"{select}_{metric}"] for r in records]
+                    save_all(step, common["elapsed_seconds"], best)
     finally:
         # Whatever happened, finish writing what was started: pending checkpoint writes,
         # event files, and the plot of the epochs done so far.
-        checkpoints.close()
-        log.close()
-        if records:
-            plot_learning_curves(
-                records,
-                workdir / "learning_curves.png",
-                metric=metric,
-                loss_name=task.loss_name,
-            )
-    if isinstance(task, tasks_lib.Reconstruction):
-        _save_reconstructions(model, state, preprocess, dataset.test.images[:8], workdir)
+        for ckpt, log, run_records, run_dir in zip(
+            checkpoints, logs, records, run_dirs, strict=True
+        ):
+            ckpt.close()
+            log.close()
+            if run_records:
+                plot_learning_curves(
+                    run_records,
+                    run_dir / "learning_curves.png",
+                    metric=metric,
+                    loss_name=task.loss_name,
+                )
 
     # ------------------------------------------------------------------ summary
-    summary = summarize(
-        records,
-        experiment=config.experiment,
-        params=num_params,
-        metric=metric,
-        target=tasks_lib.target(config, task),
-    )
-    summary["workdir"] = str(workdir)
-    summary["devices"] = [str(d) for d in jax.devices()]
-    write_json(workdir / "summary.json", summary)
-    print(_final_report(summary, workdir, task), flush=True)
-    return summary
+    summaries = []
+    for k, (run_records, run_dir) in enumerate(zip(records, run_dirs, strict=True)):
+        run_state = _seed_slice(state, k) if stacked else state
+        if isinstance(task, tasks_lib.Reconstruction):
+            _save_reconstructions(model, run_state, preprocess, dataset.test.images[:8], run_dir)
+        summary = summarize(
+            run_records,
+            experiment=config.experiment,
+            params=num_params,
+            metric=metric,
+            target=tasks_lib.target(config, task),
+            select=select,
+        )
+        summary["seed"] = seed_list[k]
+        summary["flops_per_example"] = rows[-1].flops
+        summary["seeds_trained_together"] = seed_list if stacked else None
+        summary["workdir"] = str(run_dir)
+        summary["devices"] = [str(d) for d in jax.devices()]
+        write_json(run_dir / "summary.json", summary)
+        print(_final_report(summary, run_dir, task), flush=True)
+        summaries.append(summary)
+    return summaries if stacked else summaries[0]
+
+
+def seed_dir(workdir: str | Path, seed: int) -> Path:
+    """The run directory of ``seed`` among seeds trained together in ``workdir``."""
+    return Path(workdir) / f"seed-{seed}"
+
+
+def _config_dict(config: ml_collections.ConfigDict, seed: int) -> dict[str, Any]:
+    """``config`` as JSON-ready dicts, with ``seed``."""
+    return {**json.loads(config.to_json_best_effort()), "seed": seed}
+
+
+def _stream_keys(seeds: list[int], stacked: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The init, data and step keys of ``seeds`` (each ``(len(seeds),)`` when stacked, else
+    of the one seed): ``fold_in(key(seed), stream)`` per independent stream."""
+
+    def keys(seed: int) -> list[jax.Array]:
+        root = jax.random.key(seed)
+        return [jax.random.fold_in(root, s) for s in (_INIT_STREAM, _DATA_STREAM, _STEP_STREAM)]
+
+    per_seed = [keys(seed) for seed in seeds]
+    if not stacked:
+        return tuple(per_seed[0])
+    return tuple(jnp.stack([k[i] for k in per_seed]) for i in range(3))
+
+
+def _stack(trees: list[Any]) -> Any:
+    """Trees of equal structure stacked leaf by leaf on a new leading axis."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _seed_slice(tree: Any, k: int) -> Any:
+    """Entry ``k`` of the leading (seed) axis of every leaf."""
+    return jax.tree.map(lambda a: a[k], tree)
+
+
+def _resume_step(checkpoints: list[Checkpoints]) -> int | None:
+    """The newest step that every run has a checkpoint of (None: start afresh).
+
+    Runs trained together are saved one after another, so a stop in between can leave
+    the last seeds one checkpoint behind; all of them continue from the step they share.
+    """
+    common = set.intersection(*(set(c.all_steps()) for c in checkpoints))
+    return max(common) if common else None
 
 
 class _Clock:
@@ -437,18 +546,18 @@ def _save_reconstructions(
 
 
 def _evaluate(eval_chunk, state: TrainState, eval_feed: feed_lib.EvalFeed) -> dict[str, Any]:
-    """Loss/correct/count sums over the whole test split."""
+    """Loss/metric/count sums over a whole split (each ``(seeds,)`` for stacked states)."""
     total = {"loss": 0.0, "metric": 0.0, "count": 0}
     for images, labels, num_valid in eval_feed.chunks():
         sums = jax.device_get(eval_chunk(state, images, labels, num_valid))
-        total = {k: total[k] + sums[k].item() for k in total}
+        total = {k: total[k] + np.asarray(sums[k], np.float64) for k in total}
     return total
 
 
 def _train_postfix(
     sums: dict[str, jax.Array], task: tasks_lib.Task, images: int, seconds: float
 ) -> str:
-    sums = jax.device_get(sums)
+    sums = {k: np.sum(v) for k, v in jax.device_get(sums).items()}  # over seeds, if stacked
     count = max(int(sums["count"]), 1)
     speed = f", {images / seconds:,.0f} img/s" if seconds > 0 and images else ""
     return (
@@ -460,11 +569,14 @@ def _train_postfix(
 def _epoch_line(r: dict[str, Any], num_epochs: int, task: tasks_lib.Task) -> str:
     speed = r["steady_images"] / r["steady_seconds"] if r["steady_seconds"] > 0 else 0.0
     m = task.metric
+    splits = "  ".join(
+        f"{split} loss {r[f'{split}_loss']:.4f} {m} {task.format(r[f'{split}_{m}'])}"
+        for split in ("train", "val", "test")
+        if f"{split}_loss" in r
+    )
     return (
         f"epoch {r['epoch']:>3}/{num_epochs}  step {r['step']:>7,}  lr {r['lr']:.2e}  "
-        f"train loss {r['train_loss']:.4f} {m} {task.format(r[f'train_{m}'])}  "
-        f"test loss {r['test_loss']:.4f} {m} {task.format(r[f'test_{m}'])}  "
-        f"{speed:,.0f} img/s  {r['elapsed_seconds']:.1f}s"
+        f"{splits}  {speed:,.0f} img/s  {r['elapsed_seconds']:.1f}s"
     )
 
 
