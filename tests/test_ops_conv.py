@@ -579,7 +579,7 @@ BAD_CALLS = {
     "groups zero": (lambda: ops.conv(_z(2, 5, 3), _z(3, 3, 4), groups=0), r"`groups`"),
     "padding string": (
         lambda: ops.conv(_z(2, 5, 3), _z(3, 3, 4), padding="FULL"),
-        r"`padding` string must be 'SAME' or 'VALID'",
+        r"`padding` string must be one of \('SAME', 'SAME_LOWER', 'VALID', 'CAUSAL'",
     ),
     "padding pairs": (
         lambda: ops.conv(_z(2, 5, 5, 3), _z(3, 3, 3, 4), padding=[(1, 1)]),
@@ -592,9 +592,28 @@ BAD_CALLS = {
     ),
     "bias shape": (lambda: ops.conv(_z(2, 5, 3), _z(3, 3, 4), _z(3)), r"`b` must have shape"),
     "dtype": (lambda: ops.conv(_z(2, 5, 3), _z(3, 3, 4, dtype=jnp.bfloat16)), r"dtype"),
-    "kernel too big": (
-        lambda: ops.conv(_z(2, 4, 3), _z(3, 3, 4), padding="VALID", dilation=2),
-        r"`w` kernel",
+    "zero-size kernel dim": (lambda: ops.conv(_z(2, 5, 3), _z(0, 3, 4)), r"`w` must have no zero"),
+    "zero-size transpose kernel": (
+        lambda: ops.conv_transpose(_z(2, 5, 4), _z(3, 0, 4)),
+        r"`w` must have no zero-size dims; got shape \(3, 0, 4\)",
+    ),
+    "zero-size depthwise kernel": (
+        lambda: ops.depthwise_conv(_z(2, 5, 3), _z(3, 1, 0)),
+        r"`w` must have no zero",
+    ),
+    "not an array": (lambda: ops.conv("abc", _z(3, 3, 4)), r"`x` must be"),
+    "integer list": (lambda: ops.conv([[[1, 2, 3]]], _z(1, 3, 4)), r"floating dtype"),
+    "padding_mode": (
+        lambda: ops.conv(_z(2, 5, 3), _z(3, 3, 4), padding_mode="mirror"),
+        r"`padding_mode` must be one of",
+    ),
+    "padding_mode conflict": (
+        lambda: ops.conv(_z(2, 5, 3), _z(3, 3, 4), padding="CIRCULAR", padding_mode="reflect"),
+        r"conflicts",
+    ),
+    "transpose fill": (
+        lambda: ops.conv_transpose(_z(2, 5, 4), _z(3, 2, 4), padding="REFLECT"),
+        r"not supported by conv_transpose",
     ),
     "depthwise in-channels": (lambda: ops.depthwise_conv(_z(2, 5, 3), _z(3, 3, 6)), r"`w`"),
     "depthwise multiplier": (lambda: ops.depthwise_conv(_z(2, 5, 3), _z(3, 1, 4)), r"`w`"),
@@ -626,10 +645,6 @@ BAD_CALLS = {
         r"`output_padding` must be 0",
     ),
     "transpose bias": (lambda: ops.conv_transpose(_z(2, 5, 4), _z(3, 2, 4), _z(4)), r"`b`"),
-    "transpose no output": (
-        lambda: ops.conv_transpose(_z(2, 1, 4), _z(1, 2, 4), padding=1),
-        r"`padding`",
-    ),
 }
 
 

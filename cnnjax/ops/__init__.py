@@ -17,7 +17,14 @@ from cnnjax.ops.conv import (
     spatially_separable_conv2d,
 )
 from cnnjax.ops.deformable import deformable_conv2d
-from cnnjax.ops.pooling import avg_pool, global_avg_pool, global_max_pool, max_pool
+from cnnjax.ops.pooling import (
+    avg_pool,
+    global_avg_pool,
+    global_max_pool,
+    max_pool,
+    max_unpool,
+    pool,
+)
 
 __all__ = [
     "avg_pool",
@@ -33,6 +40,8 @@ __all__ = [
     "global_avg_pool",
     "global_max_pool",
     "max_pool",
+    "max_unpool",
+    "pool",
     "separable_conv",
     "spatially_separable_conv2d",
 ]

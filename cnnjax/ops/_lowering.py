@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cnnjax.ops._max import max_first
+
 _SPATIAL = "DHW"
 
 # im2col materialises kernel-taps times the input; above this many bytes of patches the
@@ -88,7 +90,9 @@ def _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precisio
     if groups == 1:
         wk = w.reshape(taps * cin_g, cout)
         y = lax.dot_general(
-            p.reshape(*p.shape[:-2], taps * cin_g), wk, (((p.ndim - 2,), (0,)), ((), ())),
+            p.reshape(*p.shape[:-2], taps * cin_g),
+            wk,
+            (((p.ndim - 2,), (0,)), ((), ())),
             precision=precision,
         )
         return y
@@ -184,25 +188,6 @@ def _conv_max_pool_native(x, w, padding, pool, precision):
     return lax.reduce_window(y, np.array(-np.inf, y.dtype), lax.max, dims, dims, "VALID")
 
 
-@jax.custom_jvp
-def _max_over_phases(y: jax.Array) -> jax.Array:
-    """``y.max(axis=-2)``; the derivative follows the first maximum.
-
-    JAX's own rule for ``max`` (an equality mask, a count of ties, a division) costs more
-    than the space-to-depth convolution's own backward pass on LeNet's first layer; one
-    ``argmax`` one-hot is ~1.7x faster for the layer. Ties (measure zero for real
-    activations) give the whole derivative to the first phase, as ``reduce_window`` does.
-    """
-    return y.max(axis=-2)
-
-
-@_max_over_phases.defjvp
-def _max_over_phases_jvp(primals, tangents):
-    (y,), (dy,) = primals, tangents
-    first = jax.nn.one_hot(jnp.argmax(y, axis=-2), y.shape[-2], axis=-2, dtype=y.dtype)
-    return y.max(axis=-2), (dy * first).sum(axis=-2)
-
-
 def _conv_max_pool_s2d(x, w, padding, pool, precision):
     """Space-to-depth: the convolution evaluated at every pool phase at once.
 
@@ -240,7 +225,9 @@ def _conv_max_pool_s2d(x, w, padding, pool, precision):
     y = conv_general(
         xs, ws, stride=(1,) * n, padding=((0, 0),) * n, dilation=(1,) * n, precision=precision
     )
-    return _max_over_phases(y.reshape(*y.shape[:-1], phases, c_out))
+    # The first maximum gets the derivative (row-major phases: the window's order), and
+    # one argmax one-hot is ~1.7x faster for LeNet's first layer than JAX's rule for max.
+    return max_first(y.reshape(*y.shape[:-1], phases, c_out), (y.ndim - 1,))
 
 
 def conv_max_pool_general(
