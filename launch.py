@@ -1,20 +1,29 @@
 """The entry point: ``python launch.py --exp NAME [--workdir DIR] [--config.FIELD=VALUE ...]``.
 
   --exp NAME            an experiment, experiments/NAME.py
-  --list                list the experiments and exit
+  --sweep NAME          an ablation sweep, experiments/sweeps/NAME.py: every (point, seed)
+                        trained into SWEEPDIR/<point>/seed-<k>/ (default SWEEPDIR:
+                        runs/sweeps/NAME; relaunching resumes), then the report
+  --report SWEEPDIR     write a sweep's report (results.csv, results.md, plots) from disk
+  --list                list the experiments and sweeps and exit
   --workdir DIR         where outputs go (default: a new runs/NAME-DATE-TIME); relaunching
                         with the same DIR resumes from its latest checkpoint
   --data_dir DIR        TFDS data directory (default: $TFDS_DATA_DIR, else TFDS's own)
   --config.FIELD=VALUE  override any config field, e.g. --config.optimizer.lr=1e-3
+  --sweep.FIELD=VALUE   change the sweep: seeds=5, only=avg,max, vmap_seeds=true, baseline=L
+  --workers N           a sweep's runs N at a time, as local processes
+  --executor ray        a sweep's runs as tasks on a Ray cluster (--ray_address HOST:PORT;
+                        default: a local Ray instance)
   --summary             print the layer table (shapes, params, FLOPs, receptive fields)
   --visualize           write filters.png and feature_maps_<stage>.png into the work directory
   --gradcheck           float64 finite-difference check of the model's loss gradient
                         (any of these three: no training; they read two test images)
 
 Exit status: 0 when training finished; 2 for a bad command line or config; 1 when the
-data cannot be found or the gradient check fails; 128 + signal number when
-SIGTERM/SIGINT stopped training (a checkpoint was saved; the same command resumes). The
-work happens in :func:`cnnjax.training.train_and_evaluate` and :mod:`cnnjax.analysis`.
+data cannot be found or the gradient check fails; 3 when a sweep finished with failed runs
+(listed in its results.md); 128 + signal number when SIGTERM/SIGINT stopped training (a
+checkpoint was saved; the same command resumes). The work happens in
+:func:`cnnjax.training.train_and_evaluate`, :mod:`cnnjax.sweeps` and :mod:`cnnjax.analysis`.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from cnnjax import analysis, models
+from cnnjax import analysis, models, sweeps
 from cnnjax.training import (
     ConfigError,
     DatasetUnavailableError,
@@ -42,6 +51,9 @@ from cnnjax.training import data as data_lib
 from cnnjax.training.step import Preprocess
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
+SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
+# Exit status of a sweep that finished with failed runs.
+SWEEP_FAILED = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +63,13 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--exp", help="experiment name (a file in experiments/)")
-    parser.add_argument("--list", action="store_true", help="list experiments and exit")
+    parser.add_argument("--sweep", help="sweep name (a file in experiments/sweeps/)")
+    parser.add_argument("--report", metavar="SWEEPDIR", help="write a sweep's report from disk")
+    parser.add_argument("--list", action="store_true", help="list experiments, sweeps and exit")
+    parser.add_argument("--workers", type=int, default=1, help="a sweep's local processes")
+    parser.add_argument("--executor", default="local", choices=sweeps.EXECUTORS,
+                        help="where a sweep's runs go: local processes or a Ray cluster")
+    parser.add_argument("--ray_address", help="Ray cluster address (default: start locally)")
     parser.add_argument("--workdir", help="output directory (default: a new one in runs/)")
     parser.add_argument("--data_dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
     parser.add_argument("--summary", action="store_true",
@@ -67,13 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = _parser()
     args, overrides = parser.parse_known_args(argv)
+    sweep_flags = [o for o in overrides if o.startswith("--sweep.")]
+    overrides = [o for o in overrides if not o.startswith("--sweep.")]
     if args.list:
-        for name in available_experiments(EXPERIMENTS_DIR):
-            print(f"{name:<24} {experiment_description(name, EXPERIMENTS_DIR)}")
-        return 0
+        return _list()
+    if args.report:
+        return _report(args.report)
+    if args.sweep:
+        return _run_sweep(args, overrides, sweep_flags)
+    if sweep_flags:
+        print(f"error: {sweep_flags[0]} needs --sweep NAME", file=sys.stderr)
+        return 2
     if not args.exp:
         parser.print_usage(sys.stderr)
-        print("error: --exp NAME is required (see --list)", file=sys.stderr)
+        print("error: --exp NAME, --sweep NAME or --report SWEEPDIR is required (see --list)",
+              file=sys.stderr)
         return 2
     try:
         config = load_experiment(args.exp, EXPERIMENTS_DIR)
@@ -105,6 +131,69 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 128 + e.signum if e.signum else 0
     return 0
+
+
+def _list() -> int:
+    print("Experiments:")
+    for name in available_experiments(EXPERIMENTS_DIR):
+        print(f"  {name:<28} {experiment_description(name, EXPERIMENTS_DIR)}")
+    print("Sweeps (points x seeds = runs):")
+    for name in sweeps.available_sweeps(SWEEPS_DIR):
+        try:
+            sweep = sweeps.load_sweep(name, SWEEPS_DIR)
+            points, seeds = len(sweep.point_values()), len(sweep.seed_list())
+            size = f"{points} x {seeds} = {points * seeds}"
+            print(f"  {name:<28} {size:<14} {sweep.description}")
+        except ConfigError as e:
+            print(f"  {name:<28} broken: {e}")
+    return 0
+
+
+def _report(sweep_dir: str) -> int:
+    try:
+        print(sweeps.write_report(sweep_dir))
+    except FileNotFoundError as e:
+        print(f"error: --report {sweep_dir}: not a sweep directory ({e})", file=sys.stderr)
+        return 2
+    print(f"Report in {sweep_dir}/: results.csv, results.md, *.png")
+    return 0
+
+
+def _run_sweep(args: argparse.Namespace, overrides: list[str], sweep_flags: list[str]) -> int:
+    if args.exp:
+        print("error: give --exp NAME or --sweep NAME, not both", file=sys.stderr)
+        return 2
+    if args.data_dir:
+        overrides = [*overrides, f"--config.dataset.data_dir={args.data_dir}"]
+    sweep_dir = args.workdir or f"runs/sweeps/{args.sweep}"
+    try:
+        sweep = sweeps.apply_sweep_flags(sweeps.load_sweep(args.sweep, SWEEPS_DIR), sweep_flags)
+        counts = sweeps.run_sweep(
+            sweep,
+            args.sweep,
+            sweep_dir,
+            experiments_dir=EXPERIMENTS_DIR,
+            overrides=overrides,
+            executor=args.executor,
+            workers=args.workers,
+            ray_address=args.ray_address,
+        )
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except sweeps.Stopped as e:
+        print(
+            f"{signal.Signals(e.signum).name}: sweep stopped; runs in flight saved checkpoints "
+            f"in {sweep_dir}. Resume with the same command.",
+            file=sys.stderr,
+        )
+        return 128 + e.signum
+    print(sweeps.write_report(sweep_dir))
+    print(
+        f"Sweep {args.sweep!r}: {counts['ok']} runs finished, {counts['failed']} failed; "
+        f"report in {sweep_dir}/results.md"
+    )
+    return SWEEP_FAILED if counts["failed"] else 0
 
 
 def _run_tools(args: argparse.Namespace, config, workdir: str) -> int:

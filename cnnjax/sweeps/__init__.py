@@ -6,6 +6,18 @@ trains every (point, seed) with :func:`cnnjax.training.train_and_evaluate` into
 statistics in :mod:`.stats`).
 """
 
+from cnnjax.sweeps.report import write_report
+from cnnjax.sweeps.runner import EXECUTORS, Stopped, run_sweep
 from cnnjax.sweeps.spec import Sweep, apply_sweep_flags, available_sweeps, load_sweep, run_config
 
-__all__ = ["Sweep", "apply_sweep_flags", "available_sweeps", "load_sweep", "run_config"]
+__all__ = [
+    "EXECUTORS",
+    "Stopped",
+    "Sweep",
+    "apply_sweep_flags",
+    "available_sweeps",
+    "load_sweep",
+    "run_config",
+    "run_sweep",
+    "write_report",
+]

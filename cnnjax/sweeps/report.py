@@ -72,6 +72,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnjax.sweeps.layout import run_dir, run_status
 from cnnjax.sweeps.stats import Description, PairedComparison, describe, paired
 
 NONE = "–"  # an empty cell: no value, or no spread from fewer than two seeds
@@ -122,7 +123,7 @@ def load_runs(sweep_dir: str | Path) -> list[Run]:
     """Every (point, seed) of ``sweep.json``, points in their order, then seeds."""
     sweep = read_sweep(sweep_dir)
     return [
-        _load_run(Path(sweep_dir) / point / f"seed-{seed}", point, seed)
+        _load_run(run_dir(sweep_dir, point, seed), point, seed)
         for point in sweep["points"]
         for seed in sweep["seeds"]
     ]
@@ -130,13 +131,14 @@ def load_runs(sweep_dir: str | Path) -> list[Run]:
 
 def _load_run(workdir: Path, point: str, seed: int) -> Run:
     records = _read_records(workdir / "metrics.jsonl")
-    if (workdir / "summary.json").exists():
+    status = run_status(workdir)
+    if status == "ok":
         summary = json.loads((workdir / "summary.json").read_text())
-        return Run(point, seed, "ok", summary, "", records)
-    if (workdir / "error.json").exists():
+        return Run(point, seed, status, summary, "", records)
+    if status == "failed":
         error = json.loads((workdir / "error.json").read_text())
-        return Run(point, seed, "failed", {}, f"{error['type']}: {error['error']}", records)
-    return Run(point, seed, "missing", {}, "", records)
+        return Run(point, seed, status, {}, f"{error['type']}: {error['error']}", records)
+    return Run(point, seed, status, {}, "", records)
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
@@ -240,9 +242,9 @@ def points_table(
             values = ok_values(runs, metric)
             d = describe(list(values.values()))
             row += [
-                f"{_fmt(metric, d.mean)} ± {_fmt(metric, d.std)}" if d.n else NONE,
+                f"{format_value(metric, d.mean)} ± {format_value(metric, d.std)}" if d.n else NONE,
                 _interval(metric, d.ci_low, d.ci_high),
-                ", ".join(_fmt(metric, values.get(s)) for s in seeds),
+                ", ".join(format_value(metric, values.get(s)) for s in seeds),
             ]
         flops = point_mean(runs, "flops_per_example")
         row += [
@@ -271,7 +273,7 @@ def paired_table(
 
 
 def _paired_row(point: str, metric: str, c: PairedComparison) -> list[str]:
-    difference = _fmt(metric, c.mean_difference)
+    difference = format_value(metric, c.mean_difference)
     if c.n and not difference.startswith("-"):
         difference = "+" + difference
     return [
@@ -462,7 +464,7 @@ def _metric_name(metric: str) -> str:
     return f"{metric} (%)" if _is_accuracy(metric) else metric
 
 
-def _fmt(metric: str, value: float | None) -> str:
+def format_value(metric: str, value: float | None) -> str:
     """A metric's value as shown: accuracies in % with 2 decimals, others with 4 digits."""
     if value is None or np.isnan(value):
         return NONE
@@ -472,7 +474,7 @@ def _fmt(metric: str, value: float | None) -> str:
 def _interval(metric: str, low: float, high: float) -> str:
     if np.isnan(low):
         return NONE
-    return f"[{_fmt(metric, low)}, {_fmt(metric, high)}]"
+    return f"[{format_value(metric, low)}, {format_value(metric, high)}]"
 
 
 def _number(value: float | None, spec: str) -> str:
