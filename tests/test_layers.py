@@ -72,25 +72,34 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("shape", "kernel_size", "stride", "padding", "dilation", "groups"),
-                         CONV_CASES)
+@pytest.mark.parametrize(
+    ("shape", "kernel_size", "stride", "padding", "dilation", "groups"), CONV_CASES
+)
 def test_conv_is_op_on_own_params(shape, kernel_size, stride, padding, dilation, groups):
     x = _x(*shape)
     features = 6
-    layer = layers.Conv(features, kernel_size, stride, padding, dilation, groups,
-                        bias_init=NORMAL)
+    layer = layers.Conv(features, kernel_size, stride, padding, dilation, groups, bias_init=NORMAL)
     params = _init(layer, x)
     k = (kernel_size,) * (x.ndim - 2) if isinstance(kernel_size, int) else kernel_size
-    assert _shapes(params) == {"kernel": (*k, shape[-1] // groups, features),
-                               "bias": (features,)}
-    expected = ops.conv(x, params["kernel"], params["bias"], stride=stride, padding=padding,
-                        dilation=dilation, groups=groups)
+    assert _shapes(params) == {"kernel": (*k, shape[-1] // groups, features), "bias": (features,)}
+    expected = ops.conv(
+        x,
+        params["kernel"],
+        params["bias"],
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+    )
     _close(layer.apply({"params": params}, x), expected)
 
 
 def test_conv_int_kernel_size_takes_rank_from_input():
-    for shape, kernel in [((1, 8, 3), (3, 3, 4)), ((1, 8, 8, 3), (3, 3, 3, 4)),
-                          ((1, 5, 5, 5, 3), (3, 3, 3, 3, 4))]:
+    for shape, kernel in [
+        ((1, 8, 3), (3, 3, 4)),
+        ((1, 8, 8, 3), (3, 3, 3, 4)),
+        ((1, 5, 5, 5, 3), (3, 3, 3, 3, 4)),
+    ]:
         assert _param_shapes(layers.Conv(4, 3), _x(*shape))["kernel"] == kernel
 
 
@@ -102,8 +111,9 @@ def test_conv_without_bias():
     _close(layer.apply({"params": params}, x), ops.conv(x, params["kernel"]))
 
 
-@pytest.mark.parametrize(("shape", "padding", "pool"),
-                         [((2, 9, 9, 3), "SAME", 2), ((1, 10, 4), "VALID", 3)])
+@pytest.mark.parametrize(
+    ("shape", "padding", "pool"), [((2, 9, 9, 3), "SAME", 2), ((1, 10, 4), "VALID", 3)]
+)
 def test_conv_max_pool_is_op_on_own_params_and_equals_conv_then_max_pool(shape, padding, pool):
     x = _x(*shape)
     layer = layers.ConvMaxPool(4, 3, padding=padding, pool=pool, bias_init=NORMAL)
@@ -129,42 +139,62 @@ def test_keras_mnist_cnn_param_counts():
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("shape", "stride", "padding", "dilation"),
-                         [((2, 8, 8, 4), 1, "SAME", 1), ((1, 9, 7, 4), 2, 1, (2, 1)),
-                          ((2, 10, 4), 1, "VALID", 2)])
+@pytest.mark.parametrize(
+    ("shape", "stride", "padding", "dilation"),
+    [((2, 8, 8, 4), 1, "SAME", 1), ((1, 9, 7, 4), 2, 1, (2, 1)), ((2, 10, 4), 1, "VALID", 2)],
+)
 def test_depthwise_conv_is_op_on_own_params(shape, stride, padding, dilation):
     x = _x(*shape)
-    layer = layers.DepthwiseConv(3, multiplier=2, stride=stride, padding=padding,
-                                 dilation=dilation, bias_init=NORMAL)
+    layer = layers.DepthwiseConv(
+        3, multiplier=2, stride=stride, padding=padding, dilation=dilation, bias_init=NORMAL
+    )
     params = _init(layer, x)
     c = shape[-1]
     assert _shapes(params) == {"kernel": (*(3,) * (x.ndim - 2), 1, 2 * c), "bias": (2 * c,)}
-    expected = ops.depthwise_conv(x, params["kernel"], params["bias"], stride=stride,
-                                  padding=padding, dilation=dilation)
+    expected = ops.depthwise_conv(
+        x, params["kernel"], params["bias"], stride=stride, padding=padding, dilation=dilation
+    )
     _close(layer.apply({"params": params}, x), expected)
 
 
 def test_separable_conv_is_op_on_own_params():
     x = _x(2, 9, 8, 4)
-    layer = layers.SeparableConv(5, (3, 3), multiplier=2, stride=2, padding="SAME",
-                                 bias_init=NORMAL)
+    layer = layers.SeparableConv(
+        5, (3, 3), multiplier=2, stride=2, padding="SAME", bias_init=NORMAL
+    )
     params = _init(layer, x)
-    assert _shapes(params) == {"depthwise_kernel": (3, 3, 1, 8),
-                               "pointwise_kernel": (1, 1, 8, 5), "bias": (5,)}
-    expected = ops.separable_conv(x, params["depthwise_kernel"], params["pointwise_kernel"],
-                                  params["bias"], stride=2, padding="SAME", dilation=1)
+    assert _shapes(params) == {
+        "depthwise_kernel": (3, 3, 1, 8),
+        "pointwise_kernel": (1, 1, 8, 5),
+        "bias": (5,),
+    }
+    expected = ops.separable_conv(
+        x,
+        params["depthwise_kernel"],
+        params["pointwise_kernel"],
+        params["bias"],
+        stride=2,
+        padding="SAME",
+        dilation=1,
+    )
     _close(layer.apply({"params": params}, x), expected)
 
 
 def test_spatially_separable_conv_is_op_on_own_params():
     x = _x(2, 9, 8, 4)
-    layer = layers.SpatiallySeparableConv(5, (3, 5), mid_features=2, stride=(1, 2),
-                                          padding="VALID", bias_init=NORMAL)
+    layer = layers.SpatiallySeparableConv(
+        5, (3, 5), mid_features=2, stride=(1, 2), padding="VALID", bias_init=NORMAL
+    )
     params = _init(layer, x)
-    assert _shapes(params) == {"col_kernel": (3, 1, 4, 2), "row_kernel": (1, 5, 2, 5),
-                               "bias": (5,)}
-    expected = ops.spatially_separable_conv2d(x, params["col_kernel"], params["row_kernel"],
-                                              params["bias"], stride=(1, 2), padding="VALID")
+    assert _shapes(params) == {"col_kernel": (3, 1, 4, 2), "row_kernel": (1, 5, 2, 5), "bias": (5,)}
+    expected = ops.spatially_separable_conv2d(
+        x,
+        params["col_kernel"],
+        params["row_kernel"],
+        params["bias"],
+        stride=(1, 2),
+        padding="VALID",
+    )
     _close(layer.apply({"params": params}, x), expected)
 
 
@@ -190,13 +220,22 @@ def test_separable_family_param_counts():
 
 def test_conv_transpose_is_op_on_own_params():
     x = _x(2, 5, 4, 4)
-    layer = layers.ConvTranspose(6, (3, 2), stride=2, padding=1, groups=2, output_padding=1,
-                                 bias_init=NORMAL)
+    layer = layers.ConvTranspose(
+        6, (3, 2), stride=2, padding=1, groups=2, output_padding=1, bias_init=NORMAL
+    )
     params = _init(layer, x)
     # The layout of the forward conv being transposed (6 -> 4 channels, 2 groups).
     assert _shapes(params) == {"kernel": (3, 2, 3, 4), "bias": (6,)}
-    expected = ops.conv_transpose(x, params["kernel"], params["bias"], stride=2, padding=1,
-                                  dilation=1, groups=2, output_padding=1)
+    expected = ops.conv_transpose(
+        x,
+        params["kernel"],
+        params["bias"],
+        stride=2,
+        padding=1,
+        dilation=1,
+        groups=2,
+        output_padding=1,
+    )
     _close(layer.apply({"params": params}, x), expected)
     assert _count(_shapes(params)) == 3 * 2 * 3 * 4 + 6
 
@@ -214,8 +253,9 @@ def test_conv_transpose_is_op_on_own_params():
     ],
 )
 def test_conv_transpose_output_size(kernel, stride, padding, dilation, output_padding, size):
-    layer = layers.ConvTranspose(3, kernel, stride=stride, padding=padding, dilation=dilation,
-                                 output_padding=output_padding)
+    layer = layers.ConvTranspose(
+        3, kernel, stride=stride, padding=padding, dilation=dilation, output_padding=output_padding
+    )
     assert _output_shape(layer, _x(2, 5, 5, 2)) == (2, size, size, 3)
 
 
@@ -245,19 +285,21 @@ DEFORM_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("stride", "padding", "dilation", "groups", "offset_groups",
-                          "use_mask"), DEFORM_CASES)
-def test_deformable_conv_at_init_equals_conv(stride, padding, dilation, groups,
-                                             offset_groups, use_mask):
+@pytest.mark.parametrize(
+    ("stride", "padding", "dilation", "groups", "offset_groups", "use_mask"), DEFORM_CASES
+)
+def test_deformable_conv_at_init_equals_conv(
+    stride, padding, dilation, groups, offset_groups, use_mask
+):
     x = _x(2, 9, 8, 4)
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    layer = layers.DeformableConv(6, 3, offset_groups=offset_groups, use_mask=use_mask,
-                                  bias_init=NORMAL, **kwargs)
+    layer = layers.DeformableConv(
+        6, 3, offset_groups=offset_groups, use_mask=use_mask, bias_init=NORMAL, **kwargs
+    )
     params = _init(layer, x)
     plain = layers.Conv(6, 3, **kwargs)
     conv_params = {"kernel": params["kernel"], "bias": params["bias"]}
-    _close(layer.apply({"params": params}, x), plain.apply({"params": conv_params}, x),
-           tol=1e-4)
+    _close(layer.apply({"params": params}, x), plain.apply({"params": conv_params}, x), tol=1e-4)
 
 
 def test_deformable_conv_params_by_hand():
@@ -265,8 +307,11 @@ def test_deformable_conv_params_by_hand():
     # kernel 3*3*4*6 + 6 biases; offset conv 3x3 from 4 channels to
     # 2 offset groups * 9 taps * (2 offsets + 1 mask logit) = 54 channels, + 54 biases.
     shapes = _param_shapes(layers.DeformableConv(6, 3, offset_groups=2), x)
-    assert shapes == {"kernel": (3, 3, 4, 6), "bias": (6,),
-                               "offset_conv": {"kernel": (3, 3, 4, 54), "bias": (54,)}}
+    assert shapes == {
+        "kernel": (3, 3, 4, 6),
+        "bias": (6,),
+        "offset_conv": {"kernel": (3, 3, 4, 54), "bias": (54,)},
+    }
     assert _count(shapes) == 216 + 6 + 9 * 4 * 54 + 54
     no_mask = _param_shapes(layers.DeformableConv(6, 3, offset_groups=2, use_mask=False), x)
     assert no_mask["offset_conv"]["kernel"] == (3, 3, 4, 36)
@@ -285,15 +330,18 @@ def test_deformable_conv_is_op_on_own_params(use_mask):
     # With a trained (nonzero) offset predictor: offsets = the first 2*og*9 channels of the
     # offset conv, mask = 2 * sigmoid(the remaining og*9), fed to the op.
     x = _x(2, 8, 7, 4)
-    layer = layers.DeformableConv(6, 3, stride=2, padding=1, offset_groups=2,
-                                  use_mask=use_mask, bias_init=NORMAL)
+    layer = layers.DeformableConv(
+        6, 3, stride=2, padding=1, offset_groups=2, use_mask=use_mask, bias_init=NORMAL
+    )
     params = _perturbed_offset_conv(_init(layer, x))
-    predicted = ops.conv(x, params["offset_conv"]["kernel"], params["offset_conv"]["bias"],
-                         stride=2, padding=1)
+    predicted = ops.conv(
+        x, params["offset_conv"]["kernel"], params["offset_conv"]["bias"], stride=2, padding=1
+    )
     offsets = predicted[..., :36]
     mask = 2 * jax.nn.sigmoid(predicted[..., 36:]) if use_mask else None
-    expected = ops.deformable_conv2d(x, offsets, params["kernel"], params["bias"], mask,
-                                     stride=2, padding=1, offset_groups=2)
+    expected = ops.deformable_conv2d(
+        x, offsets, params["kernel"], params["bias"], mask, stride=2, padding=1, offset_groups=2
+    )
     y = layer.apply({"params": params}, x)
     _close(y, expected, tol=1e-4)
     plain = ops.conv(x, params["kernel"], params["bias"], stride=2, padding=1)
@@ -320,10 +368,11 @@ def test_pooling_layers_are_ops():
     x = _x(2, 7, 6, 3)
     cases = [
         (layers.MaxPool(2), ops.max_pool(x, 2)),
-        (layers.MaxPool((3, 2), stride=1, padding="SAME"),
-         ops.max_pool(x, (3, 2), stride=1, padding="SAME")),
-        (layers.AvgPool(3, stride=2, padding="SAME"),
-         ops.avg_pool(x, 3, stride=2, padding="SAME")),
+        (
+            layers.MaxPool((3, 2), stride=1, padding="SAME"),
+            ops.max_pool(x, (3, 2), stride=1, padding="SAME"),
+        ),
+        (layers.AvgPool(3, stride=2, padding="SAME"), ops.avg_pool(x, 3, stride=2, padding="SAME")),
         (layers.GlobalAvgPool(), ops.global_avg_pool(x)),
         (layers.GlobalMaxPool(), ops.global_max_pool(x)),
     ]
@@ -463,7 +512,7 @@ def test_bad_constructor_arguments_raise(make, name):
         (layers.DeformableConv(4, 3), (1, 8, 3), "`x`"),  # 2-D only
         (layers.DeformableConv(4, 3, offset_groups=2), (1, 8, 8, 3), "`offset_groups`"),
         (layers.Conv(4, 3, stride=0), (1, 8, 8, 3), "stride"),  # validated by the op
-        (layers.ConvMaxPool(4, 3, pool=9), (1, 8, 8, 3), "`pool`"),
+        (layers.ConvMaxPool(4, 3, pool=0), (1, 8, 8, 3), "`pool`"),
     ],
 )
 def test_bad_input_shapes_raise(layer, shape, name):

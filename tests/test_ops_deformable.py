@@ -368,7 +368,13 @@ def _good():
         (dict(padding="FULL"), r"`padding`"),
         (dict(stride=0), r"`stride`"),
         (dict(dilation=(1, 2, 3)), r"`dilation`"),
-        (dict(w=jnp.zeros((7, 3, 2, 6))), r"kernel .* larger than the padded input"),
+        # A kernel larger than the padded input leaves an empty output, offsets included.
+        (dict(w=jnp.zeros((7, 3, 2, 6))), r"`offsets` must have shape.*\(2, 0, 4, 84\)"),
+        (dict(w=jnp.zeros((3, 0, 2, 6))), r"`w` must have no zero-size dims"),
+        (dict(w=jnp.zeros((3, 3, 2, 6), jnp.bfloat16)), r"`w` must have the dtype of `x`"),
+        (dict(offsets=jnp.zeros((2, 4, 4, 20)), offset_groups=None), r"multiple of 18"),
+        (dict(x="abc"), r"`x` must be"),
+        (dict(padding_mode="mirror"), r"`padding_mode`"),
     ],
 )
 def test_bad_arguments_raise_value_error(change, match):

@@ -14,7 +14,14 @@ from cnnjax.layers.conv import (
     SpatiallySeparableConv,
 )
 from cnnjax.layers.deformable import DeformableConv
-from cnnjax.layers.pooling import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool
+from cnnjax.layers.pooling import (
+    AvgPool,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    MaxPool,
+    MaxUnpool,
+    Pool,
+)
 
 __all__ = [
     "AvgPool",
@@ -27,6 +34,8 @@ __all__ = [
     "GlobalMaxPool",
     "Inception",
     "MaxPool",
+    "MaxUnpool",
+    "Pool",
     "SeparableConv",
     "SpatiallySeparableConv",
 ]

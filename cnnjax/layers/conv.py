@@ -6,6 +6,11 @@ int or one int per spatial dim; a sequence fixes the spatial rank, an int takes 
 input. Options after the geometry (``use_bias``, ``dtype``, ``param_dtype``,
 ``kernel_init``, ``bias_init``) are keyword-only.
 
+``padding`` takes every form of the ops (``"SAME"``, ``"SAME_LOWER"``, ``"VALID"``,
+``"CAUSAL"``, ``"CIRCULAR"``, ``"REFLECT"``, ``"REPLICATE"``, ints, mixed per-dim entries,
+negative amounts cropping) and ``padding_mode`` (``"zeros"``, ``"reflect"``,
+``"replicate"``, ``"circular"``) how padded cells are filled, as in PyTorch.
+
 ``dtype`` is the compute dtype (e.g. ``jnp.bfloat16`` for mixed precision; ``None`` infers
 it from the input and parameters); parameters are stored in ``param_dtype``.
 """
@@ -58,7 +63,7 @@ class Conv(ConvLayer):
     Attributes:
       features: output channels ``C_out``.
       kernel_size: int or one int per spatial dim.
-      stride, padding, dilation, groups: as for :func:`cnnjax.ops.conv`.
+      stride, padding, dilation, groups, padding_mode: as for :func:`cnnjax.ops.conv`.
 
     Params: ``kernel`` ``(*kernel_size, C_in // groups, features)``, ``bias`` ``(features,)``.
 
@@ -71,6 +76,7 @@ class Conv(ConvLayer):
     padding: PaddingLike = "SAME"
     dilation: IntOrSeq = 1
     groups: int = 1
+    padding_mode: str = "zeros"
 
     def __post_init__(self) -> None:
         check_positive_int("features", self.features)
@@ -95,6 +101,7 @@ class Conv(ConvLayer):
             padding=self.padding,
             dilation=self.dilation,
             groups=self.groups,
+            padding_mode=self.padding_mode,
         )
 
 
@@ -108,7 +115,7 @@ class ConvMaxPool(ConvLayer):
     Attributes:
       features: output channels ``C_out``.
       kernel_size: int or one int per spatial dim.
-      padding: the convolution's padding, as for :func:`cnnjax.ops.conv`.
+      padding, padding_mode: the convolution's, as for :func:`cnnjax.ops.conv`.
       pool: pooling window and stride, int or one int per spatial dim.
 
     Params: ``kernel`` ``(*kernel_size, C_in, features)``, ``bias`` ``(features,)``.
@@ -120,6 +127,7 @@ class ConvMaxPool(ConvLayer):
     kernel_size: KernelSize
     padding: PaddingLike = "SAME"
     pool: IntOrSeq = 2
+    padding_mode: str = "zeros"
 
     def __post_init__(self) -> None:
         check_positive_int("features", self.features)
@@ -132,7 +140,9 @@ class ConvMaxPool(ConvLayer):
         kernel = self._kernel("kernel", (*k, x.shape[-1], self.features))
         bias = self._bias(self.features)
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
-        return ops.conv_max_pool(x, kernel, bias, padding=self.padding, pool=self.pool)
+        return ops.conv_max_pool(
+            x, kernel, bias, padding=self.padding, pool=self.pool, padding_mode=self.padding_mode
+        )
 
 
 class DepthwiseConv(ConvLayer):
@@ -151,6 +161,7 @@ class DepthwiseConv(ConvLayer):
     stride: IntOrSeq = 1
     padding: PaddingLike = "SAME"
     dilation: IntOrSeq = 1
+    padding_mode: str = "zeros"
 
     def __post_init__(self) -> None:
         check_kernel_size(self.kernel_size)
@@ -165,7 +176,13 @@ class DepthwiseConv(ConvLayer):
         bias = self._bias(c_out)
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         return ops.depthwise_conv(
-            x, kernel, bias, stride=self.stride, padding=self.padding, dilation=self.dilation
+            x,
+            kernel,
+            bias,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            padding_mode=self.padding_mode,
         )
 
 
@@ -188,6 +205,7 @@ class SeparableConv(ConvLayer):
     stride: IntOrSeq = 1
     padding: PaddingLike = "SAME"
     dilation: IntOrSeq = 1
+    padding_mode: str = "zeros"
 
     def __post_init__(self) -> None:
         check_positive_int("features", self.features)
@@ -213,6 +231,7 @@ class SeparableConv(ConvLayer):
             stride=self.stride,
             padding=self.padding,
             dilation=self.dilation,
+            padding_mode=self.padding_mode,
         )
 
 
@@ -233,6 +252,7 @@ class SpatiallySeparableConv(ConvLayer):
     mid_features: int | None = None
     stride: IntOrSeq = 1
     padding: PaddingLike = "SAME"
+    padding_mode: str = "zeros"
 
     def __post_init__(self) -> None:
         check_positive_int("features", self.features)
@@ -250,7 +270,13 @@ class SpatiallySeparableConv(ConvLayer):
         bias = self._bias(self.features)
         x, w_col, w_row, bias = promote_dtype(x, w_col, w_row, bias, dtype=self.dtype)
         return ops.spatially_separable_conv2d(
-            x, w_col, w_row, bias, stride=self.stride, padding=self.padding
+            x,
+            w_col,
+            w_row,
+            bias,
+            stride=self.stride,
+            padding=self.padding,
+            padding_mode=self.padding_mode,
         )
 
 
@@ -262,7 +288,7 @@ class ConvTranspose(ConvLayer):
     ``A`` to ``B`` channels and a ``ConvTranspose`` from ``B`` to ``A`` channels have the same
     kernel shape. Output size with integer padding ``p``:
     ``(in - 1) * stride - 2p + dilation * (k - 1) + output_padding + 1`` (as PyTorch);
-    ``"SAME"`` gives ``in * stride``.
+    ``"SAME"`` gives ``in * stride``. Zero padding only (``padding_mode`` has no adjoint).
 
     Params: ``kernel`` ``(*kernel_size, features // groups, C_in)``, ``bias`` ``(features,)``.
     The default initialiser counts fan-in over the transpose's own inputs (taps x ``C_in``).

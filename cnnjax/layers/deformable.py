@@ -31,7 +31,8 @@ class DeformableConv(ConvLayer):
     Attributes:
       features: output channels.
       kernel_size: int or ``(kh, kw)``.
-      stride, padding, dilation, groups, offset_groups: as for the op.
+      stride, padding, dilation, groups, offset_groups, padding_mode: as for the op
+        (``offset_groups`` must be given here: it sizes ``offset_conv``).
       use_mask: predict a modulation mask (deformable conv v2); ``False`` gives v1.
 
     Params: ``kernel`` ``(kh, kw, C_in // groups, features)``, ``bias`` ``(features,)``,
@@ -50,6 +51,7 @@ class DeformableConv(ConvLayer):
     groups: int = 1
     offset_groups: int = 1
     use_mask: bool = True
+    padding_mode: str = "zeros"
 
     def __post_init__(self) -> None:
         check_positive_int("features", self.features)
@@ -82,6 +84,7 @@ class DeformableConv(ConvLayer):
             dilation=self.dilation,
             groups=self.groups,
             offset_groups=self.offset_groups,
+            padding_mode=self.padding_mode,
         )
 
     def _predict_offsets(self, x: jax.Array, taps: int) -> tuple[jax.Array, jax.Array | None]:
@@ -94,6 +97,7 @@ class DeformableConv(ConvLayer):
             stride=self.stride,
             padding=self.padding,
             dilation=self.dilation,
+            padding_mode=self.padding_mode,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=nn.initializers.zeros,

@@ -8,9 +8,10 @@ Two readings of an image batch ``x: (N, H, W, C)``:
   ``i * W + j`` is pixel ``(i, j)``): pixel-sequential MNIST, 784 steps x 1 feature.
 
 With ``causal=True`` the stack is a temporal convolutional network (TCN; Bai, Kolter &
-Koltun 2018, after WaveNet): every conv is padded by ``d (k - 1)`` steps on the left only,
-so step ``t`` of every layer depends on input steps ``<= t``, and the classes are read
-from the last step, which sees the whole sequence once the receptive field covers it.
+Koltun 2018, after WaveNet): every conv has ``"CAUSAL"`` padding, ``d (k - 1)`` steps on
+the left only, so step ``t`` of every layer depends on input steps ``<= t``, and the
+classes are read from the last step, which sees the whole sequence once the receptive
+field covers it.
 """
 
 from __future__ import annotations
@@ -149,11 +150,6 @@ class Conv1DSeq(nn.Module):
         """Input time steps seen by one output step of the conv stack."""
         return receptive_field(self.kernel_size, self.dilations, self.pools)
 
-    def _padding(self, dilation: int) -> str | tuple[tuple[int, int]]:
-        if self.causal:
-            return ((dilation * (self.kernel_size - 1), 0),)
-        return "SAME"
-
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no dropout or batch norm; the flag keeps every model's signature alike
@@ -169,7 +165,7 @@ class Conv1DSeq(nn.Module):
             conv = Conv(
                 features,
                 (self.kernel_size,),
-                padding=self._padding(dilation),
+                padding="CAUSAL" if self.causal else "SAME",
                 dilation=dilation,
                 dtype=self.dtype,
                 kernel_init=init,

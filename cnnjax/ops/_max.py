@@ -11,32 +11,39 @@ are common (raw MNIST pixels, ReLU zeros).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+# Up to this many cells, a window whose axes are adjacent takes its mask from one argmax
+# one-hot (fastest for pooling windows: ~2x JAX's own max rule on CPU); larger ones (a
+# global pool) from a min-reduction of positions, which stays cheap at any size where the
+# argmax over a long, non-minor axis is ~10x slower.
+_ARGMAX_MAX_CELLS = 16
 
 
 def _first_max_mask(x: jax.Array, y: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     """1 where ``x`` holds the first maximum of its window (over ``axes``), else 0."""
-    if axes == tuple(range(axes[0], axes[-1] + 1)):
-        # Adjacent axes merge for free: one argmax one-hot, the cheapest mask there is.
+    cells = math.prod(x.shape[a] for a in axes)
+    if axes == tuple(range(axes[0], axes[-1] + 1)) and cells <= _ARGMAX_MAX_CELLS:
         lo, hi = axes[0], axes[-1] + 1
-        merged = x.reshape(*x.shape[:lo], -1, *x.shape[hi:])
-        first = jax.nn.one_hot(
-            jnp.argmax(merged, axis=lo), merged.shape[lo], axis=lo, dtype=x.dtype
-        )
+        merged = x.reshape(*x.shape[:lo], cells, *x.shape[hi:])
+        first = jax.nn.one_hot(jnp.argmax(merged, axis=lo), cells, axis=lo, dtype=x.dtype)
         return first.reshape(x.shape)
-    # Apart (the tiled max-pool's (N, Ho, kh, Wo, kw, C)): an element is not first if an
-    # equal element comes before it, i.e. for some window axis i it has the same index on
-    # the window axes before i and a smaller one on axis i (any on the axes after i).
-    eq = x == jnp.expand_dims(y, axes)
-    earlier = jnp.zeros_like(eq)
-    for i, axis in enumerate(axes):
-        hit = jnp.any(eq, axis=axes[i + 1 :], keepdims=True) if axes[i + 1 :] else eq
-        count = jnp.cumsum(hit, axis=axis, dtype=jnp.int32) - hit
-        earlier = earlier | (count > 0)
-    return (eq & ~earlier).astype(x.dtype)
+    # Each cell's row-major position in its window, a constant; the first maximum is the
+    # smallest position holding the maximum.
+    position = np.zeros([x.shape[a] if a in axes else 1 for a in range(x.ndim)], np.int32)
+    for a in axes:
+        along = np.arange(x.shape[a], dtype=np.int32).reshape(
+            [x.shape[a] if b == a else 1 for b in range(x.ndim)]
+        )
+        position = position * x.shape[a] + along
+    is_max = x == jnp.expand_dims(y, axes)
+    first = jnp.min(jnp.where(is_max, position, np.int32(cells)), axis=axes, keepdims=True)
+    return (position == first).astype(x.dtype)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))

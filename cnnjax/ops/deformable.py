@@ -34,9 +34,13 @@ import numpy as np
 from cnnjax.ops._args import (
     IntOrSeq,
     PaddingLike,
+    as_array,
     as_tuple,
+    check_nonempty,
     check_rank,
     conv_output_shape,
+    pad_input,
+    padding_fill,
     padding_pairs,
 )
 
@@ -61,6 +65,12 @@ def _check_shapes(
     kh, kw, c_in_per_group, c_out = w.shape
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"`x` must be a floating-point array; got dtype {x.dtype}")
+    for name, a in (("w", w), ("b", b)):
+        if a is not None and a.dtype != x.dtype:
+            raise ValueError(
+                f"`{name}` must have the dtype of `x` ({x.dtype}); got {a.dtype} (the op never "
+                f"promotes, so that a bfloat16 model stays bfloat16)"
+            )
     if c_in % groups:
         raise ValueError(f"`x` channels ({c_in}) must be divisible by `groups` ({groups})")
     if c_in % offset_groups:
@@ -223,7 +233,8 @@ def deformable_conv2d(
     padding: PaddingLike = 0,
     dilation: IntOrSeq = 1,
     groups: int = 1,
-    offset_groups: int = 1,
+    offset_groups: int | None = None,
+    padding_mode: str = "zeros",
 ) -> jax.Array:
     """Deformable 2-D convolution: v1 without ``mask``, v2 (modulated) with it.
 
@@ -243,13 +254,19 @@ def deformable_conv2d(
       mask: ``(N, H_out, W_out, offset_groups * kh * kw)`` modulation scalars (same
         ``g * kh * kw + t`` order), or ``None`` for v1.
       stride, dilation: an int or ``(sh, sw)``.
-      padding: ``"SAME"``, ``"VALID"``, an int, ``(ph, pw)`` or ``((top, bottom), (left,
-        right))``; zero padding, which with bilinear sampling means "outside the image".
+      padding: any form :func:`cnnjax.ops.conv` accepts (strings, ints, mixed per-dim
+        entries, negative amounts cropping); with zero fill, which with bilinear sampling
+        means "outside the image".
       groups: conv groups, as in :func:`cnnjax.ops.conv`.
-      offset_groups: number of independent offset (and mask) fields.
+      offset_groups: number of independent offset (and mask) fields; ``None`` infers it
+        from ``offsets.shape[-1] = offset_groups * kh * kw * 2``, as torchvision does.
+      padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``: other
+        fills than zeros pad ``x`` first (samples beyond that padding still count as
+        zero), so that zero offsets give :func:`cnnjax.ops.conv2d` with that mode.
 
     Returns:
-      ``(N, H_out, W_out, C_out)`` with ``H_out, W_out`` as for an ordinary convolution.
+      ``(N, H_out, W_out, C_out)`` with ``H_out, W_out`` as for an ordinary convolution
+      (zero-size where the kernel does not fit).
 
     Raises:
       ValueError: if a rank, shape, group count or convolution argument does not fit.
@@ -258,9 +275,9 @@ def deformable_conv2d(
     ``mask`` (at integer sampling positions, where bilinear interpolation has a kink, the
     derivative is the one-sided one torchvision also uses); forward mode is not supported.
     """
-    x, offsets, w = jnp.asarray(x), jnp.asarray(offsets), jnp.asarray(w)
-    b = None if b is None else jnp.asarray(b)
-    mask = None if mask is None else jnp.asarray(mask)
+    x, offsets, w = as_array("x", x), as_array("offsets", offsets), as_array("w", w)
+    b = None if b is None else as_array("b", b)
+    mask = None if mask is None else as_array("mask", mask)
     check_rank("x", x.shape, 4, "(N, H, W, C_in)")
     check_rank("w", w.shape, 4, "(kh, kw, C_in // groups, C_out)")
     check_rank("offsets", offsets.shape, 4, "(N, H_out, W_out, offset_groups*kh*kw*2)")
@@ -268,9 +285,19 @@ def deformable_conv2d(
         check_rank("mask", mask.shape, 4, "(N, H_out, W_out, offset_groups*kh*kw)")
     if b is not None:
         check_rank("b", b.shape, 1, "(C_out,)")
+    check_nonempty("w", w.shape, range(4), "dims")
     _check_positive_int("groups", groups)
-    _check_positive_int("offset_groups", offset_groups)
     kernel = w.shape[:2]
+    if offset_groups is None:
+        per_group = 2 * kernel[0] * kernel[1]
+        if offsets.shape[-1] % per_group or not offsets.shape[-1]:
+            raise ValueError(
+                f"`offsets` last dim must be offset_groups * kh * kw * 2, a positive multiple "
+                f"of {per_group} for `w` of shape {tuple(w.shape)}; got shape "
+                f"{tuple(offsets.shape)}"
+            )
+        offset_groups = offsets.shape[-1] // per_group
+    _check_positive_int("offset_groups", offset_groups)
     stride = as_tuple("stride", stride, 2)
     dilation = as_tuple("dilation", dilation, 2)
     pads = padding_pairs(padding, x.shape[1:3], kernel, stride, dilation)
@@ -278,6 +305,11 @@ def deformable_conv2d(
         x.shape[1:3], kernel, stride=stride, padding=pads, dilation=dilation
     )
     _check_shapes(x, offsets, w, b, mask, out_spatial, groups, offset_groups)
+    if 0 in (x.shape[0], *out_spatial):
+        empty = jnp.zeros((x.shape[0], *out_spatial, w.shape[-1]), x.dtype)
+        return empty if b is None else empty + b.reshape(1, 1, 1, -1)
+    # Crops, and fills other than zeros, go on the image; zero padding stays implicit.
+    x, pads = pad_input(x, pads, padding_fill(padding, padding_mode))
     return _deformable_conv2d(
         x,
         offsets,
