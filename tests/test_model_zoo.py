@@ -15,7 +15,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from zoo_helpers import KEY, TINY_RUN, batch_norm, conv, count, dense, trace
+from zoo_helpers import (
+    KEY,
+    TINY_RUN,
+    batch_norm,
+    conv,
+    count,
+    dense,
+    rbg_keys,  # noqa: F401  (a fixture, used by name)
+    trace,
+)
 
 from cnnjax import models
 from cnnjax.analysis.gradcheck_model import check_model, format_by_layer
@@ -24,11 +33,6 @@ from cnnjax.models.lenet_classic import TABLE_I, ConnectionTableConv, Subsamplin
 from cnnjax.training import apply_overrides, load_experiment, train_and_evaluate
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-
-
-
-
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -378,6 +382,10 @@ ZOO_EXPERIMENTS = {
         "--config.model.kwargs.features=(4, 4)",
         "--config.model.kwargs.deformable_features=(4,)",
     ],
+    "mnist_slot_cnn": [
+        "--config.model.kwargs.features=(4, 4)",
+        "--config.model.kwargs.slot_features=(4,)",
+    ],
     "mnist_conv1d_seq": ["--config.model.kwargs.features=(4, 4, 4)"],
     "mnist_tcn": [
         "--config.model.kwargs.features=(4, 4)",
@@ -397,17 +405,6 @@ ZOO_EXPERIMENTS = {
         "--config.model.kwargs.stages=(((2, 2, 2, 2, 2, 2),),)",
     ],
 }
-
-
-
-@pytest.fixture
-def rbg_keys():
-    """The trainer's keys from the rbg PRNG, whose random init compiles several times
-    faster than threefry's (the values do not matter here)."""
-    before = jax.config.values["jax_default_prng_impl"]
-    jax.config.update("jax_default_prng_impl", "rbg")
-    yield
-    jax.config.update("jax_default_prng_impl", before)
 
 
 @pytest.mark.usefixtures("rbg_keys")
@@ -446,6 +443,7 @@ GRADCHECK_INPUTS = {
     "lenet5_classic": (2, 32, 32, 1),
     "mobilenet_small": (2, 32, 32, 3),
     "nin": (2, 28, 28, 1),
+    "slot_cnn": (2, 28, 28, 1),
     "tf_tutorial_cnn": (2, 28, 28, 1),
 }
 

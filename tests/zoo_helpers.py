@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 # rbg compiles several times faster than threefry on CPU; the values do not matter here.
 KEY = jax.random.key(0, impl="rbg")
@@ -29,6 +30,16 @@ TINY_RUN = [
     "--config.dataset.download=False",  # never try the network from a test
     "--config.checkpoint.async_save=False",
 ]
+
+
+@pytest.fixture
+def rbg_keys():
+    """The trainer's keys from the rbg PRNG, whose random init compiles several times
+    faster than threefry's (the values do not matter here)."""
+    before = jax.config.values["jax_default_prng_impl"]
+    jax.config.update("jax_default_prng_impl", "rbg")
+    yield
+    jax.config.update("jax_default_prng_impl", before)
 
 
 def conv(

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import flax.linen as nn
-import jax
 from jax.typing import DTypeLike
 
-from cnnjax.layers import Conv, DeformableConv, GlobalAvgPool, MaxPool
-from cnnjax.layers._checks import check_positive_int
 from cnnjax.models import register
+from cnnjax.models.slot_cnn import SlotCNN
 
 
 @register("deformable_cnn")
-class DeformableCNN(nn.Module):
+def deformable_cnn(
+    num_classes: int = 10,
+    features: tuple[int, ...] = (16, 32),
+    deformable_features: tuple[int, ...] = (16, 16),
+    deformable: bool = True,
+    kernel_size: int = 3,
+    offset_groups: int = 1,
+    dtype: DTypeLike | None = None,
+) -> SlotCNN:
     """Plain conv stages with 2x2 max-pooling, then deformable v2 convs at the pooled
-    resolution, global average pooling, dense.
+    resolution, global average pooling, dense: :class:`~cnnjax.models.slot_cnn.SlotCNN`
+    with ``conv="deformable"``, or ``conv="standard"`` with ``deformable=False``.
 
     Each entry of ``features`` is a SAME conv + ReLU + 2x2 max-pool; each entry of
     ``deformable_features`` is a SAME :class:`~cnnjax.layers.DeformableConv` (with mask)
@@ -48,7 +54,7 @@ class DeformableCNN(nn.Module):
     sets the cost: a 3x3 deformable layer on 128 x 7 x 7 x 32 trains about ten times
     slower than the plain conv it replaces.
 
-    Attributes:
+    Args:
       num_classes: size of the output layer.
       features: filters of each plain conv stage (each followed by a 2x2 max-pool).
       deformable_features: filters of each conv of the last stage, at least one.
@@ -59,45 +65,14 @@ class DeformableCNN(nn.Module):
 
     ``x: (N, H, W, C) -> logits (N, num_classes)``.
     """
-
-    num_classes: int = 10
-    features: tuple[int, ...] = (16, 32)
-    deformable_features: tuple[int, ...] = (16, 16)
-    deformable: bool = True
-    kernel_size: int = 3
-    offset_groups: int = 1
-    dtype: DTypeLike | None = None
-
-    def __post_init__(self) -> None:
-        check_positive_int("num_classes", self.num_classes)
-        for f in self.features:
-            check_positive_int("features", f)
-        if not self.deformable_features:
-            raise ValueError("`deformable_features` must name at least one conv; got ()")
-        for f in self.deformable_features:
-            check_positive_int("deformable_features", f)
-        check_positive_int("kernel_size", self.kernel_size)
-        check_positive_int("offset_groups", self.offset_groups)
-        super().__post_init__()
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        del train  # no dropout or batch norm; the flag keeps every model's signature alike
-        for i, features in enumerate(self.features, start=1):
-            x = nn.relu(Conv(features, self.kernel_size, dtype=self.dtype, name=f"conv{i}")(x))
-            x = MaxPool(2, name=f"pool{i}")(x)
-        for i, features in enumerate(self.deformable_features, start=len(self.features) + 1):
-            x = nn.relu(self._last_stage_conv(features, name=f"conv{i}")(x))
-        x = GlobalAvgPool(name="gap")(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="logits")(x)
-
-    def _last_stage_conv(self, features: int, name: str) -> nn.Module:
-        if self.deformable:
-            return DeformableConv(
-                features,
-                self.kernel_size,
-                offset_groups=self.offset_groups,
-                dtype=self.dtype,
-                name=name,
-            )
-        return Conv(features, self.kernel_size, dtype=self.dtype, name=name)
+    if not deformable_features:
+        raise ValueError("`deformable_features` must name at least one conv; got ()")
+    return SlotCNN(
+        num_classes=num_classes,
+        conv="deformable" if deformable else "standard",
+        features=features,
+        slot_features=deformable_features,
+        kernel_size=kernel_size,
+        offset_groups=offset_groups,
+        dtype=dtype,
+    )

@@ -10,6 +10,9 @@ from cnnjax.layers import Conv, GlobalAvgPool, MaxPool
 from cnnjax.layers._checks import check_positive_int
 from cnnjax.models import register
 
+# The ``head`` field of NiN: global average pooling, or flatten + dense.
+HEADS = ("gap", "dense")
+
 
 class MLPConv(nn.Module):
     """An mlpconv block: a ``kernel_size`` conv then two 1x1 convs (a small MLP slid over
@@ -55,9 +58,17 @@ class NiN(nn.Module):
     gap        global average pool                      10
     =========  =======================================  ============  ======
 
+    ``head="dense"`` is the ablation with a conventional classifier instead: the last
+    block ends, like the others, in ``features`` maps with ReLU, which are flattened into
+    a dense layer ``logits`` (no global pooling). With the defaults: mlpconv3 45,248
+    params (its last 1x1 conv 64 -> 64), logits 7 * 7 * 64 * 10 + 10 = 31,370; 139,146
+    in all.
+
     Attributes:
       num_classes: number of maps of the last 1x1 conv, hence of logits.
       blocks: ``(kernel_size, features)`` of each mlpconv block, at least one.
+      head: ``"gap"`` (global average pooling of ``num_classes`` maps) or ``"dense"``
+        (flatten, dense layer).
       dropout: drop probability after each pool; active when ``train=True``, drawing from
         the ``'dropout'`` rng.
       dtype: compute dtype (``None``: from the input); parameters stay float32.
@@ -67,10 +78,13 @@ class NiN(nn.Module):
 
     num_classes: int = 10
     blocks: tuple[tuple[int, int], ...] = ((5, 32), (5, 64), (3, 64))
+    head: str = "gap"
     dropout: float = 0.5
     dtype: DTypeLike | None = None
 
     def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"`head` must be one of {HEADS}; got {self.head!r}")
         if not self.blocks or any(len(b) != 2 for b in self.blocks):
             raise ValueError(
                 f"`blocks` must be one or more (kernel_size, features) pairs; got {self.blocks}"
@@ -82,8 +96,10 @@ class NiN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        gap = self.head == "gap"
         for i, (kernel_size, features) in enumerate(self.blocks, start=1):
-            last = i == len(self.blocks)
+            # With GAP the last 1x1 conv gives the logit maps, free to go negative.
+            last = gap and i == len(self.blocks)
             if i > 1:
                 x = MaxPool(3, stride=2, padding="SAME", name=f"pool{i - 1}")(x)
                 x = nn.Dropout(self.dropout, deterministic=not train, name=f"dropout{i - 1}")(x)
@@ -95,4 +111,7 @@ class NiN(nn.Module):
                 dtype=self.dtype,
                 name=f"mlpconv{i}",
             )(x)
-        return GlobalAvgPool(name="gap")(x)
+        if gap:
+            return GlobalAvgPool(name="gap")(x)
+        x = x.reshape(x.shape[0], -1)
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="logits")(x)
