@@ -16,6 +16,7 @@ are never counted, as in PyTorch).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -137,7 +138,9 @@ def pool(
 
     ``reducer`` must be associative and commutative with identity ``init`` (e.g.
     ``lax.add``/0, ``lax.max``/-inf, ``lax.mul``/1); padded cells hold ``init``. Example:
-    ``pool(x, 0.0, lax.add, 3, 1, "SAME")`` is a 3x3 box sum.
+    ``pool(x, 0.0, lax.add, 3, 1, "SAME")`` is a 3x3 box sum. Differentiable where JAX
+    differentiates ``reduce_window`` (``lax.add``, ``lax.max``, ``lax.min`` with concrete
+    identities, undilated for max/min); others are forward only.
 
     Args:
       x: ``(N, *spatial, C)``, 1-3 spatial dims, floating dtype.
@@ -201,9 +204,27 @@ def _max_pool(win: _Windows) -> jax.Array:
         return jnp.zeros(win.out_shape, x.dtype)
     # A concrete -inf lets JAX recognise the max monoid (and its gradient rule).
     init = np.array(-np.inf, dtype=x.dtype)
-    if win.dims == win.strides and set(win.dilation) == {1}:
+    if set(win.dilation) != {1}:
+        return _tapped_max(win, init)
+    if win.dims == win.strides:
         return _tiled_max(x, win.dims, win.all_pads, init)
     return _reduce(win, x, init, lax.max)
+
+
+def _tapped_max(win: _Windows, init) -> jax.Array:
+    """Max over dilated windows as a max over the window's taps, each a strided slice.
+
+    JAX has no derivative for a dilated ``reduce_window`` max; this one has the same
+    values, and the derivative of :func:`max_first` (taps in row-major window order).
+    """
+    x = lax.pad(win.x, init, [(lo, hi, 0) for lo, hi in win.all_pads])
+    out = win.out_shape
+    taps = []
+    for tap in itertools.product(*(range(k) for k in win.dims)):
+        start = [t * d for t, d in zip(tap, win.dilation, strict=True)]
+        limit = [b + (o - 1) * s + 1 for b, o, s in zip(start, out, win.strides, strict=True)]
+        taps.append(lax.slice(x, start, limit, win.strides))
+    return max_first(jnp.stack(taps, axis=-2), (x.ndim - 1,))
 
 
 def _tiled_max(x, dims, pads, init):
