@@ -343,7 +343,9 @@ def _run_on_ray(
             "--executor ray needs Ray: pip install 'cnnjax[ray]' (or 'ray[default]')"
         ) from None
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
+        # A local instance needs no dashboard; a cluster's settings are the cluster's.
+        local = {} if address else {"include_dashboard": False}
+        ray.init(address=address, log_to_driver=False, **local)
     remote = ray.remote(execute)
     refs = {
         remote.options(**_ray_options(task.sweep.resources)).remote(task): task for task in tasks

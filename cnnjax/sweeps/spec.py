@@ -37,7 +37,7 @@ from cnnjax.training.config import (
 )
 
 # Characters a point label may keep in its directory name; others become "_".
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]")
 _MODEL_KWARGS = "model.kwargs."
 
 
