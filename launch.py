@@ -67,17 +67,30 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", metavar="SWEEPDIR", help="write a sweep's report from disk")
     parser.add_argument("--list", action="store_true", help="list experiments, sweeps and exit")
     parser.add_argument("--workers", type=int, default=1, help="a sweep's local processes")
-    parser.add_argument("--executor", default="local", choices=sweeps.EXECUTORS,
-                        help="where a sweep's runs go: local processes or a Ray cluster")
+    parser.add_argument(
+        "--executor",
+        default="local",
+        choices=sweeps.EXECUTORS,
+        help="where a sweep's runs go: local processes or a Ray cluster",
+    )
     parser.add_argument("--ray_address", help="Ray cluster address (default: start locally)")
     parser.add_argument("--workdir", help="output directory (default: a new one in runs/)")
     parser.add_argument("--data_dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
-    parser.add_argument("--summary", action="store_true",
-                        help="print each layer's output shape, params, FLOPs, receptive field")
-    parser.add_argument("--visualize", action="store_true",
-                        help="write PNGs of first-layer filters and feature maps to --workdir")
-    parser.add_argument("--gradcheck", action="store_true",
-                        help="float64 finite-difference check of the loss gradient per layer")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="print each layer's output shape, params, FLOPs, receptive field",
+    )
+    parser.add_argument(
+        "--visualize",
+        action="store_true",
+        help="write PNGs of first-layer filters and feature maps to --workdir",
+    )
+    parser.add_argument(
+        "--gradcheck",
+        action="store_true",
+        help="float64 finite-difference check of the loss gradient per layer",
+    )
     return parser
 
 
@@ -98,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.exp:
         parser.print_usage(sys.stderr)
-        print("error: --exp NAME, --sweep NAME or --report SWEEPDIR is required (see --list)",
-              file=sys.stderr)
+        print(
+            "error: --exp NAME, --sweep NAME or --report SWEEPDIR is required (see --list)",
+            file=sys.stderr,
+        )
         return 2
     try:
         config = load_experiment(args.exp, EXPERIMENTS_DIR)
@@ -201,8 +216,9 @@ def _run_tools(args: argparse.Namespace, config, workdir: str) -> int:
     try:
         dataset = augment_lib.distort_test(data_lib.load(config.dataset), config)
     except DatasetUnavailableError as e:
-        print(f"error: the tools read test images of the experiment's dataset: {e}",
-              file=sys.stderr)
+        print(
+            f"error: the tools read test images of the experiment's dataset: {e}", file=sys.stderr
+        )
         return 1
     preprocess = Preprocess(config.dataset.mean, config.dataset.std, config.dataset.pad)
     return analysis.run_tools(
