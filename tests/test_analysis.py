@@ -6,7 +6,6 @@ arithmetic written next to it.
 
 from __future__ import annotations
 
-import importlib.util
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from launcher import launch
 
 from cnnjax import layers, models
 from cnnjax.analysis import (
@@ -43,7 +43,11 @@ def _table(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple]:
     rows = layer_rows(model, input_shape)
     table = {
         "/".join(row.path) or "total": (
-            row.output_shape, row.params, row.flops, one(row.receptive_field), one(row.jump)
+            row.output_shape,
+            row.params,
+            row.flops,
+            one(row.receptive_field),
+            one(row.jump),
         )
         for row in rows
     }
@@ -104,9 +108,13 @@ def test_keras_book_cnn_table_matches_the_book():
         "logits": ((10,), 64 * 10 + 10, 2 * 64 * 10, 26, None),
         "total": ((10,), 93_322, 5_588_480, 26, None),
     }
-    assert [
-        table[name][1] for name in ("conv1", "conv2", "conv3", "dense1", "logits")
-    ] == [320, 18_496, 36_928, 36_928, 650]
+    assert [table[name][1] for name in ("conv1", "conv2", "conv3", "dense1", "logits")] == [
+        320,
+        18_496,
+        36_928,
+        36_928,
+        650,
+    ]
     assert 389_376 + 4_460_544 + 663_552 + 73_728 + 1_280 == 5_588_480
 
 
@@ -204,8 +212,7 @@ def test_dilated_stack_on_rows_restarts_the_receptive_field():
 def test_format_table_lists_every_layer_and_the_totals():
     text = format_table(layer_rows(models.get("lenet5"), (1, 28, 28, 1)))
     lines = text.splitlines()
-    assert lines[0].split() == ["layer", "type", "output", "shape", "params", "FLOPs", "RF",
-                                "jump"]
+    assert lines[0].split() == ["layer", "type", "output", "shape", "params", "FLOPs", "RF", "jump"]
     assert [line.split()[0] for line in lines[2:7]] == [
         "conv1", "conv2", "dense1", "dense2", "logits"
     ]  # fmt: skip
@@ -349,16 +356,6 @@ def test_model_gradcheck_fails_on_the_layer_with_a_wrong_vjp():
 # ---------------------------------------------------------------------------------------
 # launch.py --summary / --visualize / --gradcheck
 # ---------------------------------------------------------------------------------------
-
-
-def _load_launch():
-    spec = importlib.util.spec_from_file_location("launch", ROOT / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-launch = _load_launch()
 
 
 def test_launch_tools_on_generated_data(tmp_path, capsys):

@@ -1,6 +1,5 @@
 """``launch.py`` end to end: outputs of a run, errors, and SIGTERM through the real CLI."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -12,18 +11,9 @@ from pathlib import Path
 
 import pytest
 import tensorflow_datasets as tfds
+from launcher import launch
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_launch():
-    spec = importlib.util.spec_from_file_location("launch", ROOT / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-launch = _load_launch()
 
 
 def _tensorboard_scalars(directory: Path) -> dict[str, list[float]]:

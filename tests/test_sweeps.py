@@ -7,7 +7,6 @@ Every sweep here is ``experiments/sweeps/digits_lr.py`` (2 learning rates) or a
 """
 
 import csv
-import importlib.util
 import json
 import signal
 import subprocess
@@ -19,6 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from launcher import launch
 
 from cnnjax.sweeps import Sweep, apply_sweep_flags, load_sweep, run_config, run_sweep
 from cnnjax.sweeps.layout import run_dir
@@ -33,26 +33,7 @@ SHORT = ["--config.batch_size=32", "--config.total_epochs=2", "--config.schedule
 RUN_TIMEOUT = 300  # seconds for a subprocess sweep: a hang fails the test
 
 
-def _load_launch():
-    spec = importlib.util.spec_from_file_location("launch", ROOT / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-launch = _load_launch()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def shared_compilation_cache(tmp_path_factory):
-    """The runs here compile the same programs; JAX's persistent cache compiles them once."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    before = {name: getattr(jax.config, name) for name in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0)
-    yield
-    for name, value in before.items():
-        jax.config.update(name, value)
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def _summary(directory: Path) -> dict:

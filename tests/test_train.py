@@ -42,16 +42,7 @@ DETERMINISTIC = ("epoch", "step", "lr", "train_loss", "train_accuracy", "test_lo
                  "test_accuracy")  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def shared_compilation_cache(tmp_path_factory):
-    """The runs here compile the same programs; JAX's persistent cache compiles them once."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    before = {name: getattr(jax.config, name) for name in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0)
-    yield
-    for name, value in before.items():
-        jax.config.update(name, value)
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def digits_config(*overrides: str) -> ml_collections.ConfigDict:
@@ -204,10 +195,7 @@ def test_summary_from_records():
     assert s["seconds_to_target"] == 6.0  # first epoch at or above 0.95
     assert s["train_images_per_second"] == pytest.approx(700 / 4.0)
     assert s["train_seconds"] == 7.0
-    assert (
-        summarize(records, experiment="x", params=7, target=0.99)["seconds_to_target"]
-        is None
-    )
+    assert summarize(records, experiment="x", params=7, target=0.99)["seconds_to_target"] is None
 
 
 def test_stop_request_catches_sigterm_and_restores_the_handler():
@@ -316,8 +304,12 @@ def test_batch_must_split_into_the_microbatches(tmp_path):
 def test_training_sharded_over_two_devices_matches_one_device(tmp_path):
     """A short digits_lenet run with the batch split over two CPU devices (a subprocess,
     since the device count is fixed when JAX starts) reaches the same losses as on one."""
-    overrides = ["--config.total_epochs=None", "--config.total_steps=12",
-                 "--config.schedule.warmup_epochs=None", "--config.schedule.warmup_steps=4"]
+    overrides = [
+        "--config.total_epochs=None",
+        "--config.total_steps=12",
+        "--config.schedule.warmup_epochs=None",
+        "--config.schedule.warmup_steps=4",
+    ]
     one = tmp_path / "one"
     train_and_evaluate(digits_config(*overrides), one)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")

@@ -51,7 +51,7 @@ from cnnjax.sweeps.report import format_value
 from cnnjax.sweeps.spec import Sweep, run_config
 from cnnjax.training import ConfigError, Interrupted, train_and_evaluate
 from cnnjax.training.metrics import write_json
-from cnnjax.training.signals import HANDLED
+from cnnjax.training.signals import HANDLED, StopRequest
 
 EXECUTORS = ("local", "ray")
 
@@ -141,10 +141,10 @@ def record_sweep(sweep: Sweep, name: str, sweep_dir: Path, overrides: Sequence[s
                     f"point {label!r} in {sweep_dir} was run with {values}, now {points[label]}:"
                     " use another --workdir"
                 )
-        record["points"] = {**old["points"], **points}
+        record["points"] = {**points, **old["points"]}  # this sweep's order first (values agree)
         record["seeds"] = sorted(set(old["seeds"]) | set(record["seeds"]))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json(path, record)
+    write_json(path, record, sort_keys=False)  # the points' order is the report's
 
 
 def _jsonable(obj: Any) -> Any:
@@ -268,12 +268,17 @@ class Stopped(Exception):  # noqa: N818 -- a request, not an error
 
 
 def _run_in_process(tasks: list[Task], on_done: Callable[[Task, dict[int, str]], None]) -> None:
-    for task in tasks:
-        try:
-            statuses = execute(task)
-        except Interrupted as e:  # the trainer saved a checkpoint
-            raise Stopped(e.signum or signal.SIGTERM) from None
-        on_done(task, statuses)
+    # A signal between runs, or while one starts, stops the sweep too: the next train
+    # loop starts out stopped (and saves a checkpoint), or the next run is not started.
+    with StopRequest() as stop:
+        for task in tasks:
+            if stop.requested:
+                raise Stopped(stop.signum)
+            try:
+                statuses = execute(task)
+            except Interrupted as e:  # the trainer saved a checkpoint
+                raise Stopped(e.signum or signal.SIGTERM) from None
+            on_done(task, statuses)
 
 
 def _child(task: Task) -> None:
@@ -283,10 +288,13 @@ def _child(task: Task) -> None:
     process, which forwards one SIGTERM (a second signal would abort the checkpoint).
     """
     os.setsid()
-    try:
-        execute(task)
-    except Interrupted as e:
-        sys.exit(128 + (e.signum or 0))
+    with StopRequest() as stop:
+        try:
+            execute(task)
+        except Interrupted as e:
+            sys.exit(128 + (e.signum or 0))
+        if stop.requested:  # came after the run's last checkpoint: the run is complete
+            sys.exit(128 + stop.signum)
 
 
 def _run_in_workers(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
 import itertools
 import re
 from collections.abc import Mapping, Sequence
@@ -30,8 +29,11 @@ from cnnjax import models
 from cnnjax.training.config import (
     ConfigError,
     apply_overrides,
+    available_experiments,
     did_you_mean,
+    docstring_line,
     field_paths,
+    import_file,
     load_experiment,
     validate,
 )
@@ -125,7 +127,7 @@ def _label(text: str) -> str:
 
 def available_sweeps(directory: str | Path) -> list[str]:
     """Names of the sweep files in ``directory`` (``*.py`` not starting with ``_``)."""
-    return sorted(p.stem for p in Path(directory).glob("*.py") if not p.stem.startswith("_"))
+    return available_experiments(directory)
 
 
 def load_sweep(name: str, directory: str | Path) -> Sweep:
@@ -137,15 +139,11 @@ def load_sweep(name: str, directory: str | Path) -> Sweep:
             f"Sweeps in {directory}: {', '.join(names) or '(none)'}."
         )
     path = Path(directory) / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"cnnjax_sweep_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sweep = module.get_sweep()
+    sweep = import_file(path, f"cnnjax_sweep_{name}").get_sweep()
     if not isinstance(sweep, Sweep):
         raise ConfigError(f"{path}: get_sweep() must return a cnnjax.sweeps.Sweep")
     if not sweep.description:
-        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-        sweep = dataclasses.replace(sweep, description=(doc.strip().splitlines() or [""])[0])
+        sweep = dataclasses.replace(sweep, description=docstring_line(path))
     return sweep
 
 

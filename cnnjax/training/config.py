@@ -15,6 +15,7 @@ import importlib.util
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import ml_collections
 
@@ -46,9 +47,21 @@ def available_experiments(directory: str | Path) -> list[str]:
 
 def experiment_description(name: str, directory: str | Path) -> str:
     """The first line of ``directory/NAME.py``'s docstring (read without running it)."""
-    tree = ast.parse((Path(directory) / f"{name}.py").read_text())
-    doc = ast.get_docstring(tree) or ""
+    return docstring_line(Path(directory) / f"{name}.py")
+
+
+def docstring_line(path: str | Path) -> str:
+    """The first line of the Python file ``path``'s docstring, or ``""``."""
+    doc = ast.get_docstring(ast.parse(Path(path).read_text())) or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def import_file(path: str | Path, module_name: str) -> ModuleType:
+    """Runs the Python file ``path`` as a module named ``module_name`` and returns it."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_experiment(name: str, directory: str | Path) -> ml_collections.ConfigDict:
@@ -64,10 +77,7 @@ def load_experiment(name: str, directory: str | Path) -> ml_collections.ConfigDi
             f"Experiments in {directory}: {', '.join(names) or '(none)'}."
         )
     path = Path(directory) / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"cnnjax_experiment_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = import_file(path, f"cnnjax_experiment_{name}").get_config()
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
     with config.unlocked():

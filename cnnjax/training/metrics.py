@@ -26,11 +26,12 @@ from typing import Any
 Record = dict[str, Any]
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Writes ``obj`` as indented JSON, atomically (temporary file, then rename)."""
+def write_json(path: str | Path, obj: Any, *, sort_keys: bool = True) -> None:
+    """Writes ``obj`` as indented JSON, atomically (temporary file, then rename); keys
+    sorted unless their order means something (``sort_keys=False``)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
     os.replace(tmp, path)
 
 

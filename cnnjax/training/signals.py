@@ -22,7 +22,8 @@ class StopRequest:
 
     Handlers are installed only in the main thread (Python allows no other); elsewhere
     the request can still be made with :meth:`request`. Previous handlers are restored
-    on exit.
+    on exit. Entered inside another ``StopRequest`` that was already signalled, it starts
+    out requested.
     """
 
     def __init__(self):
@@ -47,7 +48,13 @@ class StopRequest:
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             for signum in HANDLED:
-                self._previous[signum] = signal.signal(signum, self._handle)
+                previous = signal.signal(signum, self._handle)
+                self._previous[signum] = previous
+                # Nested in another request (a sweep around its runs): a signal that came
+                # before this one was entered is this one's too.
+                outer = getattr(previous, "__self__", None)
+                if isinstance(outer, StopRequest) and outer.requested and not self.requested:
+                    self.request(outer.signum)
         return self
 
     def _restore(self) -> None:
