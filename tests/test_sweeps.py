@@ -125,6 +125,8 @@ def test_run_config_applies_overrides_in_order():
         (dict(axes={"optimizer.base_rl": [1e-3]}), "unknown config field 'optimizer.base_rl'"),
         (dict(axes={"batch_size": ["big"]}), "batch_size='big'"),
         (dict(axes={"model.kwargs.widht": [2]}), "bad arguments for model 'lenet5'"),
+        (dict(axes={"model.kwargs.pool": [2]}), r"`pool` must be one of"),
+        (dict(axes={"model.kwargs.num_classes": [1.5]}), "LeNet5.num_classes holds int"),
         (dict(points={"a": {}}, baseline="b"), "baseline 'b' is not a point"),
     ],
 )
