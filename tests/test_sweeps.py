@@ -126,7 +126,7 @@ def test_run_config_applies_overrides_in_order():
         (dict(axes={"batch_size": ["big"]}), "batch_size='big'"),
         (dict(axes={"model.kwargs.widht": [2]}), "bad arguments for model 'lenet5'"),
         (dict(axes={"model.kwargs.pool": [2]}), r"`pool` must be one of"),
-        (dict(axes={"model.kwargs.num_classes": [1.5]}), "LeNet5.num_classes holds int"),
+        (dict(axes={"model.kwargs.num_classes": [1.5]}), "1.5 is of original type <class 'float'"),
         (dict(points={"a": {}}, baseline="b"), "baseline 'b' is not a point"),
     ],
 )

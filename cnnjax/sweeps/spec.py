@@ -19,8 +19,6 @@ import ast
 import dataclasses
 import itertools
 import re
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -235,47 +233,10 @@ def run_config(
             set_field(config, path, value)
         config.seed = seed
         validate(config, models=models.available())
-        kwargs = config.model.kwargs.to_dict()
-        _check_types(models.get(config.model.name, **kwargs), kwargs)
+        models.get(config.model.name, **config.model.kwargs.to_dict())
     except (ConfigError, ValueError) as e:
         raise ConfigError(f"sweep point {point!r}: {e}") from None
     return config
-
-
-def _check_types(model: object, kwargs: Mapping[str, Any]) -> None:
-    """Raises ConfigError for a keyword argument whose value does not fit the model's
-    annotation of that field (checked: bool, int, float, str, None, tuples/lists, unions
-    of these; other annotations are left to the model)."""
-    try:
-        hints = typing.get_type_hints(type(model))
-    except (NameError, TypeError):  # annotations that cannot be resolved: nothing to check
-        return
-    for key, value in kwargs.items():
-        if key in hints and not _fits(value, hints[key]):
-            raise ConfigError(
-                f"model.kwargs.{key}={value!r}: {type(model).__name__}.{key} holds "
-                f"{_type_name(hints[key])}"
-            )
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint in (int, float):
-        numbers = (int, float) if hint is float else (int,)
-        return isinstance(value, numbers) and not isinstance(value, bool)
-    if hint in (bool, str):
-        return isinstance(value, hint)
-    if origin in (tuple, list) or hint in (tuple, list):
-        return isinstance(value, tuple | list)
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def set_field(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
