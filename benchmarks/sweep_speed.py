@@ -8,7 +8,10 @@ count, as they do for a user:
 - ``digits_lenet`` (scikit-learn's digits, 4 epochs): the ``digits_lr`` sweep's baseline
   point with 8 seeds;
 - ``mnist_lenet`` shortened to 2 epochs: the ``pooling`` sweep's ``max`` point (the plain
-  ``mnist_lenet`` network) with 8 seeds (needs MNIST: ``TFDS_DATA_DIR``).
+  ``mnist_lenet`` network) with 8 seeds (needs MNIST: ``TFDS_DATA_DIR``);
+- ``tf_tutorial_cnn`` (3.3 M params, 28 MFLOPs per image) on 5,000 MNIST images for one
+  epoch: the ``dropout`` sweep's baseline point, a model where the step's arithmetic, not
+  its overhead, dominates.
 
 Usage::
 
@@ -37,6 +40,10 @@ CONFIGS = {
     "mnist_lenet (2 epochs)": [
         "--sweep", "pooling", "--sweep.only=max",
         "--config.total_epochs=2", "--config.schedule.warmup_epochs=0.4",
+    ],
+    "tf_tutorial_cnn (5,000 images, 1 epoch)": [
+        "--sweep", "dropout", "--sweep.only=0.5", "--config.dataset.train_split=train[:5000]",
+        "--config.total_epochs=1", "--config.schedule.warmup_epochs=0.2",
     ],
 }  # fmt: skip
 WAYS = {

@@ -333,7 +333,7 @@ def plot_metric(path: Path, by_point: Mapping[str, Sequence[Run]], metric: str) 
     plt = _pyplot()
     scale = _scale(metric)
     points = list(by_point)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(points)), 4))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(points)), 4))
     shown = []
     for i, point in enumerate(points):
         values = scale * np.asarray(list(ok_values(by_point[point], metric).values()))
@@ -346,7 +346,7 @@ def plot_metric(path: Path, by_point: Mapping[str, Sequence[Run]], metric: str) 
         shown += [*values, d.ci_low, d.ci_high]
     _fit_y(ax, shown)
     ax.set_xticks(range(len(points)), points, rotation=30, ha="right")
-    ax.set(ylabel=_metric_name(metric), title=f"{metric}: mean, 95 % CI, seeds")
+    ax.set(ylabel=_metric_name(metric), title=f"{metric}\nmean over seeds, 95 % CI, each seed")
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
 
