@@ -94,7 +94,7 @@ def test_list_shows_each_experiment_with_its_description(capsys):
         (["--exp", "mnist_lenet", "--config.optimizr.lr=1"], "Did you mean 'optimizer.lr'"),
         (["--exp", "mnist_lenet", "--config.batch_size=big"], "holds an int"),
         (["--exp", "mnist_lenet", "--bogus"], "--config.FIELD=VALUE"),
-        ([], "--exp NAME is required"),
+        ([], "--exp NAME, --sweep NAME or --report SWEEPDIR is required"),
     ],
 )
 def test_bad_command_lines_fail_at_once_with_a_clear_message(argv, message, capsys, tmp_path):
