@@ -9,6 +9,9 @@ a 32x32x64 feature map, the 1-D pools of ``conv1d_seq`` and a global max-pool. E
 ``--steps`` gradient steps in one ``lax.scan``; two warm-up calls, then ``--repeats``
 interleaved calls, median reported. Every gradient is checked against the
 ``reduce_window`` formulation's (the first maximum of a window gets it all) first.
+
+A second table times ``global_max_pool`` against plain ``jnp.max`` over the spatial axes
+(whose gradient splits ties instead), interleaved the same way: the price of the tie rule.
 """
 
 from __future__ import annotations
@@ -70,6 +73,21 @@ def main() -> None:
         print(
             f"| {name}{'' if same else ' (gradient differs from reduce_window on ties)'} | "
             f"{t_ours / args.steps:.3f} | {t_lax / args.steps:.3f} | {t_lax / t_ours:.2f} |"
+        )
+    print(
+        "\n| global pool | global_max_pool ms/step | jnp.max ms/step | jnp.max / global_max_pool |"
+    )
+    print("|---|---:|---:|---:|")
+    for name, (shape, window) in CASES.items():
+        if window is not None:
+            continue
+        x = jnp.asarray(np.round(rng.normal(size=shape), 1), jnp.float32)
+        f = fwd_bwd_in_loop(ops.global_max_pool, 1, args.steps)
+        g = fwd_bwd_in_loop(lambda x: jnp.max(x, axis=tuple(range(1, x.ndim - 1))), 1, args.steps)
+        t_ours, t_max = time_pair(f, (x,), g, (x,), args.repeats)
+        print(
+            f"| {name} | {t_ours / args.steps:.3f} | {t_max / args.steps:.3f} | "
+            f"{t_max / t_ours:.2f} |"
         )
 
 

@@ -221,6 +221,28 @@ def test_max_pool_gradient_follows_the_first_maximum(shape, window, stride, padd
 
 
 @pytest.mark.parametrize("values", ["equal", "binary"])
+@pytest.mark.parametrize("shape", [(2, 5, 6, 3), (2, 2, 3, 3), (2, 7, 2), (1, 3, 2, 3, 2)])
+def test_global_max_pool_forward_mode_follows_the_first_maximum(values, shape):
+    # Both sides of the window-size switch in ops/_max.py (at most 16 cells, and more).
+    rng = np.random.default_rng(0)
+    x = (
+        np.ones(shape, np.float32)
+        if values == "equal"
+        else rng.integers(0, 2, shape).astype(np.float32)
+    )
+    v = rng.normal(size=shape).astype(np.float32)
+    _, tangent = jax.jvp(ops.global_max_pool, (jnp.asarray(x),), (jnp.asarray(v),))
+    # NumPy's argmax returns the first maximum in row-major order over the spatial dims.
+    n, c = shape[0], shape[-1]
+    first = x.reshape(n, -1, c).argmax(axis=1)[:, None]
+    expected = np.take_along_axis(v.reshape(n, -1, c), first, axis=1)[:, 0]
+    np.testing.assert_array_equal(tangent, expected)
+    np.testing.assert_array_equal(
+        jax.jacfwd(ops.global_max_pool)(x), jax.jacrev(ops.global_max_pool)(x)
+    )
+
+
+@pytest.mark.parametrize("values", ["equal", "binary"])
 def test_global_max_pool_and_conv_max_pool_follow_the_first_maximum(values):
     rng = np.random.default_rng(0)
     x = (

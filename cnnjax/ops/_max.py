@@ -17,22 +17,19 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
-# Up to this many cells, a window whose axes are adjacent takes its mask from one argmax
-# one-hot (fastest for pooling windows: ~2x JAX's own max rule on CPU); larger ones (a
-# global pool) from a min-reduction of positions, which stays cheap at any size where the
+# Up to this many cells, a window whose axes are adjacent finds its first maximum with one
+# argmax (fastest for pooling windows: ~2x JAX's own max rule on CPU); larger ones (a
+# global pool) with a min-reduction of positions, which stays cheap at any size where the
 # argmax over a long, non-minor axis is ~10x slower.
 _ARGMAX_MAX_CELLS = 16
 
 
 def _first_max_mask(x: jax.Array, y: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    """1 where ``x`` holds the first maximum of its window (over ``axes``), else 0."""
+    """1 where ``x`` holds the first maximum of its window (over non-adjacent ``axes``),
+    else 0; ``y = max(x, axes)`` without ``axes``, the mask shaped like ``x``."""
     cells = math.prod(x.shape[a] for a in axes)
-    if axes == tuple(range(axes[0], axes[-1] + 1)) and cells <= _ARGMAX_MAX_CELLS:
-        lo, hi = axes[0], axes[-1] + 1
-        merged = x.reshape(*x.shape[:lo], cells, *x.shape[hi:])
-        first = jax.nn.one_hot(jnp.argmax(merged, axis=lo), cells, axis=lo, dtype=x.dtype)
-        return first.reshape(x.shape)
     # Each cell's row-major position in its window, a constant; the first maximum is the
     # smallest position holding the maximum.
     position = np.zeros([x.shape[a] if a in axes else 1 for a in range(x.ndim)], np.int32)
@@ -44,6 +41,29 @@ def _first_max_mask(x: jax.Array, y: jax.Array, axes: tuple[int, ...]) -> jax.Ar
     is_max = x == jnp.expand_dims(y, axes)
     first = jnp.min(jnp.where(is_max, position, np.int32(cells)), axis=axes, keepdims=True)
     return (position == first).astype(x.dtype)
+
+
+def _first_max_tangent(
+    x: jax.Array, y: jax.Array, dx: jax.Array, axes: tuple[int, ...]
+) -> jax.Array:
+    """``dx`` at the first maximum of each window of ``x`` (both shaped like ``x``, windows
+    over ``axes``); ``y = max(x, axes)``. Returns an array shaped like ``y``."""
+    if axes != tuple(range(axes[0], axes[-1] + 1)):
+        return jnp.sum(dx * _first_max_mask(x, y, axes), axis=axes)
+    # Adjacent axes merge into one, so a window's position is a single index along it.
+    lo, hi = axes[0], axes[-1] + 1
+    cells = math.prod(x.shape[lo:hi])
+    x = x.reshape(*x.shape[:lo], cells, *x.shape[hi:])
+    dx = dx.reshape(x.shape)
+    if cells <= _ARGMAX_MAX_CELLS:
+        first = jax.nn.one_hot(jnp.argmax(x, axis=lo), cells, axis=lo, dtype=x.dtype)
+        return jnp.sum(dx * first, axis=lo)
+    position = lax.broadcasted_iota(np.int32, x.shape, lo)
+    is_max = x == jnp.expand_dims(y, lo)
+    first = jnp.min(jnp.where(is_max, position, np.int32(cells)), axis=lo, keepdims=True)
+    # A select rather than a product with a float mask: the transpose then keeps only
+    # ``first`` (shaped like ``y``) and selects the cotangent, with no mask over every cell.
+    return jnp.sum(jnp.where(position == first, dx, jnp.zeros((), dx.dtype)), axis=lo)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -65,4 +85,4 @@ def _max_first_jvp(axes, primals, tangents):
     (x,), (dx,) = primals, tangents
     axes = tuple(axes)
     y = jnp.max(x, axis=axes)
-    return y, jnp.sum(dx * _first_max_mask(x, y, axes), axis=axes)
+    return y, _first_max_tangent(x, y, dx, axes)
