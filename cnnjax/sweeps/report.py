@@ -6,6 +6,7 @@ still running or interrupted, and again later (``python launch.py --report SWEEP
 What it reads (written by the runner)::
 
   SWEEPDIR/sweep.json               name, experiment, points, seeds, metrics, baseline,
+                                    sweep_overrides (the sweep file's, {field: value}),
                                     overrides (the command line's --config.X=V strings)
   SWEEPDIR/<point>/seed-<k>/        an ordinary run directory:
       summary.json                  present when the run finished: status "ok"
@@ -30,7 +31,8 @@ What it writes into SWEEPDIR:
   if failed, ``error``).
 
 ``results.md``
-  A title with the sweep's name and base experiment, the seeds and overrides, and the
+  A title with the sweep's name and base experiment, the seeds and overrides (the sweep
+  file's, then the command line's), and the
   count of runs per status; then a table with one row per point: ``ok`` (finished
   seeds / seeds); per metric, titled ``<metric>`` (``<metric> (%)`` for accuracies):
   ``mean ± std`` (``ddof=1``), ``95 % CI`` (Student's t interval of the mean over the ok
@@ -209,7 +211,8 @@ def markdown(
     """The text of ``results.md`` (sections in the module docstring)."""
     runs = [r for point_runs in by_point.values() for r in point_runs]
     statuses = {s: sum(r.status == s for r in runs) for s in ("ok", "failed", "missing")}
-    overrides = " ".join(f"`{o}`" for o in sweep["overrides"]) or "none"
+    changes = [f"`{k}={v!r}`" for k, v in sweep.get("sweep_overrides", {}).items()]
+    overrides = " ".join(changes + [f"`{o}`" for o in sweep["overrides"]]) or "none"
     parts = [
         f"# Sweep {sweep['name']}: {sweep['experiment']}",
         f"Seeds: {', '.join(map(str, sweep['seeds']))}. Overrides: {overrides}. "

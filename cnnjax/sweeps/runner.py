@@ -125,6 +125,7 @@ def record_sweep(sweep: Sweep, name: str, sweep_dir: Path, overrides: Sequence[s
         "seeds": sweep.seed_list(),
         "metrics": list(sweep.metrics),
         "baseline": sweep.baseline_label(),
+        "sweep_overrides": _jsonable(dict(sweep.overrides)),
         "overrides": list(overrides),
     }
     path = sweep_dir / "sweep.json"
