@@ -18,12 +18,13 @@
   --visualize           write filters.png and feature_maps_<stage>.png into the work directory
   --gradcheck           float64 finite-difference check of the model's loss gradient
                         (any of these three: no training; they read two test images)
+  --restart             start afresh in a work directory that holds a run: its files are
+                        moved to set_aside/ (never deleted)
+  --debug               print the traceback of an error, not only its one line
 
-Exit status: 0 when training finished; 2 for a bad command line or config; 1 when the
-data cannot be found or the gradient check fails; 3 when a sweep finished with failed runs
-(listed in its results.md); 128 + signal number when SIGTERM/SIGINT stopped training (a
-checkpoint was saved; the same command resumes). The work happens in
-:func:`cnnjax.training.train_and_evaluate`, :mod:`cnnjax.sweeps` and :mod:`cnnjax.analysis`.
+Exit status: one per kind of failure, in :data:`EXIT_CODES` (the README prints
+:func:`exit_status_table`). The work happens in :func:`cnnjax.training.train_and_evaluate`,
+:mod:`cnnjax.sweeps` and :mod:`cnnjax.analysis`.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ import argparse
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from cnnjax import analysis, models, sweeps
 from cnnjax.training import (
     ConfigError,
-    DatasetUnavailableError,
     Interrupted,
     apply_overrides,
     available_experiments,
@@ -48,12 +49,65 @@ from cnnjax.training import (
 )
 from cnnjax.training import augment as augment_lib
 from cnnjax.training import data as data_lib
+from cnnjax.training.errors import (
+    DatasetUnavailableError,
+    DivergedError,
+    GradcheckFailedError,
+    IncompatibleResumeError,
+    ModelInputError,
+    NoVerifiedCheckpointError,
+    WorkdirError,
+    WorkdirLockedError,
+)
 from cnnjax.training.step import Preprocess
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
 # Exit status of a sweep that finished with failed runs.
 SWEEP_FAILED = 3
+# Exit status of an error that is a bug of cnnjax's (its traceback is always printed).
+INTERNAL_ERROR = 1
+# The exit status of each kind of failure a user can cause or meet; the most specific
+# type of an error that is listed decides. Besides: 0 done, INTERNAL_ERROR, SWEEP_FAILED,
+# and 128 + N when signal N stopped training (a checkpoint was saved; the command resumes).
+EXIT_CODES: dict[type[Exception], int] = {
+    ConfigError: 2,
+    DatasetUnavailableError: 4,
+    ModelInputError: 5,
+    WorkdirError: 6,
+    WorkdirLockedError: 7,
+    IncompatibleResumeError: 8,
+    NoVerifiedCheckpointError: 9,
+    DivergedError: 10,
+    GradcheckFailedError: 11,
+}
+
+
+def exit_status(error: BaseException) -> int:
+    """The exit status of ``error``: that of its most specific listed type."""
+    for cls in type(error).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return INTERNAL_ERROR
+
+
+def exit_status_table() -> str:
+    """Every exit status with its meaning, as the Markdown table the README prints."""
+    rows = [
+        (0, "training (or the tool, or the sweep) finished"),
+        (INTERNAL_ERROR, "an internal error, a bug of cnnjax's: the traceback is printed"),
+        (SWEEP_FAILED, "a sweep finished with failed runs (listed in its results.md)"),
+        *((code, f"`{cls.__name__}`: {_doc_line(cls)}") for cls, code in EXIT_CODES.items()),
+        ("128+N", "signal N (SIGTERM: 143, SIGINT: 130) stopped training after a checkpoint"),
+    ]
+    rows.sort(key=lambda row: (isinstance(row[0], str), row[0]))
+    return "\n".join(
+        ["| exit status | meaning |", "|---|---|", *(f"| {c} | {m} |" for c, m in rows)]
+    )
+
+
+def _doc_line(cls: type) -> str:
+    return " ".join(cls.__doc__.split())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,13 +145,36 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="float64 finite-difference check of the loss gradient per layer",
     )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="start afresh in a work directory that holds a run (its files are set aside)",
+    )
+    parser.add_argument("--debug", action="store_true", help="print tracebacks of errors")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    parser = _parser()
-    args, overrides = parser.parse_known_args(argv)
+    """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    An error of a kind in :data:`EXIT_CODES` is printed as its one line (with its
+    traceback under ``--debug``); any other is a bug and printed with its traceback.
+    """
+    args, overrides = _parser().parse_known_args(argv)
+    try:
+        return _dispatch(args, overrides)
+    except tuple(EXIT_CODES) as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return exit_status(e)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _dispatch(args: argparse.Namespace, overrides: list[str]) -> int:
     sweep_flags = [o for o in overrides if o.startswith("--sweep.")]
     overrides = [o for o in overrides if not o.startswith("--sweep.")]
     if args.list:
@@ -107,35 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         return _run_sweep(args, overrides, sweep_flags)
     if sweep_flags:
-        print(f"error: {sweep_flags[0]} needs --sweep NAME", file=sys.stderr)
-        return 2
+        raise ConfigError(f"{sweep_flags[0]} needs --sweep NAME")
     if not args.exp:
-        parser.print_usage(sys.stderr)
-        print(
-            "error: --exp NAME, --sweep NAME or --report SWEEPDIR is required (see --list)",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        config = load_experiment(args.exp, EXPERIMENTS_DIR)
-        apply_overrides(config, overrides)
-        if args.data_dir:
-            config.dataset.data_dir = args.data_dir
-        validate(config, models=models.available())
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        _parser().print_usage(sys.stderr)
+        raise ConfigError("--exp NAME, --sweep NAME or --report SWEEPDIR is required (see --list)")
+    config = load_experiment(args.exp, EXPERIMENTS_DIR)
+    apply_overrides(config, overrides)
+    if args.data_dir:
+        config.dataset.data_dir = args.data_dir
+    validate(config, models=models.available())
     workdir = args.workdir or f"runs/{args.exp}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.summary or args.visualize or args.gradcheck:
         return _run_tools(args, config, workdir)
     try:
-        train_and_evaluate(config, workdir)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except DatasetUnavailableError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        train_and_evaluate(config, workdir, restart=args.restart)
     except Interrupted as e:
         name = signal.Signals(e.signum).name if e.signum else "stop_at_step"
         print(
@@ -176,8 +238,7 @@ def _report(sweep_dir: str) -> int:
 
 def _run_sweep(args: argparse.Namespace, overrides: list[str], sweep_flags: list[str]) -> int:
     if args.exp:
-        print("error: give --exp NAME or --sweep NAME, not both", file=sys.stderr)
-        return 2
+        raise ConfigError("give --exp NAME or --sweep NAME, not both")
     if args.data_dir:
         overrides = [*overrides, f"--config.dataset.data_dir={args.data_dir}"]
     sweep_dir = args.workdir or f"runs/sweeps/{args.sweep}"
@@ -193,9 +254,6 @@ def _run_sweep(args: argparse.Namespace, overrides: list[str], sweep_flags: list
             workers=args.workers,
             ray_address=args.ray_address,
         )
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except sweeps.Stopped as e:
         print(
             f"{signal.Signals(e.signum).name}: sweep stopped; runs in flight saved checkpoints "
@@ -216,12 +274,11 @@ def _run_tools(args: argparse.Namespace, config, workdir: str) -> int:
     try:
         dataset = augment_lib.distort_test(data_lib.load(config.dataset), config)
     except DatasetUnavailableError as e:
-        print(
-            f"error: the tools read test images of the experiment's dataset: {e}", file=sys.stderr
-        )
-        return 1
+        raise DatasetUnavailableError(
+            f"the tools read test images of the experiment's dataset: {e}"
+        ) from e
     preprocess = Preprocess(config.dataset.mean, config.dataset.std, config.dataset.pad)
-    return analysis.run_tools(
+    status = analysis.run_tools(
         models.get(config.model.name, **config.model.kwargs.to_dict()),
         preprocess(dataset.test.images[:2]),
         dataset.test.labels[:2],
@@ -230,6 +287,11 @@ def _run_tools(args: argparse.Namespace, config, workdir: str) -> int:
         visualize_dir=workdir if args.visualize else None,
         gradcheck=args.gradcheck,
     )
+    if status:
+        raise GradcheckFailedError(
+            f"the gradient check of {config.model.name!r} failed (table above)"
+        )
+    return 0
 
 
 if __name__ == "__main__":

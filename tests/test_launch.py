@@ -111,9 +111,10 @@ def test_missing_data_offline_explains_where_to_point(tmp_path, capsys):
         f"--config.dataset.cache_dir={tmp_path / 'cache'}",
         "--config.dataset.download=False",  # never try the network from a test
     ]
-    assert launch.main(argv) == 1
+    assert launch.main(argv) == launch.EXIT_CODES[launch.DatasetUnavailableError] == 4
     err = capsys.readouterr().err
     assert "TFDS_DATA_DIR" in err and str(empty) in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:

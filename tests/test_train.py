@@ -29,9 +29,11 @@ from cnnjax.training import (
     apply_overrides,
     load_experiment,
     optim,
+    tasks,
     train_and_evaluate,
 )
 from cnnjax.training import augment as augment_lib
+from cnnjax.training.errors import NoVerifiedCheckpointError
 from cnnjax.training.metrics import summarize
 from cnnjax.training.signals import StopRequest
 from cnnjax.training.step import Preprocess, init_state, make_eval_chunk
@@ -64,9 +66,9 @@ def test_cross_entropy_with_label_smoothing_matches_the_definition():
         log_p = z - math.log(sum(math.exp(v) for v in z))
         target = [alpha / 4 + (1 - alpha) * (k == y) for k in range(4)]
         expected.append(-sum(t * lp for t, lp in zip(target, log_p, strict=True)))
-    got = optim.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), label_smoothing=alpha)
+    got = tasks.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), label_smoothing=alpha)
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    hits = optim.correct(jnp.asarray(logits), jnp.asarray(labels))
+    hits = tasks.correct(jnp.asarray(logits), jnp.asarray(labels))
     np.testing.assert_array_equal(hits, (logits.argmax(1) == labels).astype(int))
 
 
@@ -276,6 +278,51 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one_bitwise(whole_run, 
     summary = train_and_evaluate(digits_config(*SHORT_RUN), tmp_path)
     assert summary["steps"] == 30 and summary["epochs"] == 2
     _assert_same_run(whole_run, tmp_path)
+
+
+def _flip_a_byte_of_every_array(checkpoint: Path) -> None:
+    """Flips one byte in the middle of each data file of ``checkpoint``'s state."""
+    for path in (checkpoint / "state" / "ocdbt.process_0" / "d").iterdir():
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+
+
+# After a failed read, orbax's reader leaves futures behind whose collection Python reports
+# as "Exception ignored in: None", at some later point in the process.
+ORBAX_READ_ERRORS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@ORBAX_READ_ERRORS
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_one_before_resumed(
+    whole_run, tmp_path, capsys
+):
+    """A flipped byte in the last checkpoint (step 30) of a finished run: the relaunch
+    reports it in one line, moves it to set_aside/, resumes from step 22 and ends with
+    the uninterrupted run's metrics and parameters, bitwise."""
+    train_and_evaluate(digits_config(*SHORT_RUN), tmp_path)
+    _flip_a_byte_of_every_array(tmp_path / "checkpoints" / "30")
+    capsys.readouterr()
+    train_and_evaluate(digits_config(*SHORT_RUN), tmp_path)
+    out, err = capsys.readouterr()
+    [line] = [x for x in err.splitlines() if x.startswith("Checkpoint 30 in")]
+    assert "set aside as" in line and (tmp_path / "set_aside" / "checkpoint-30").is_dir()
+    assert "Resumed from checkpoint at step 22" in out
+    _assert_same_run(whole_run, tmp_path)
+
+
+@ORBAX_READ_ERRORS
+def test_when_no_checkpoint_verifies_only_restart_starts_afresh(whole_run, tmp_path):
+    train_and_evaluate(digits_config(*SHORT_RUN), tmp_path)
+    for step in (22, 30):
+        _flip_a_byte_of_every_array(tmp_path / "checkpoints" / str(step))
+    with pytest.raises(NoVerifiedCheckpointError, match="--restart"):
+        train_and_evaluate(digits_config(*SHORT_RUN), tmp_path)
+    train_and_evaluate(digits_config(*SHORT_RUN), tmp_path, restart=True)
+    _assert_same_run(whole_run, tmp_path)
+    [before] = (tmp_path / "set_aside").glob("run-*")  # the earlier run's files, kept
+    assert {"config.json", "metrics.jsonl", "checkpoints"} <= {p.name for p in before.iterdir()}
+    assert (tmp_path / "set_aside" / "checkpoint-22").is_dir()
 
 
 def test_fused_steps_equal_single_steps_bitwise(whole_run, tmp_path):

@@ -4,14 +4,13 @@ The entry point is :func:`train_and_evaluate`; ``launch.py`` is a thin command l
 """
 
 from cnnjax.training.config import (
-    ConfigError,
     apply_overrides,
     available_experiments,
     experiment_description,
     load_experiment,
     validate,
 )
-from cnnjax.training.data import DatasetUnavailableError
+from cnnjax.training.errors import ConfigError, DatasetUnavailableError
 from cnnjax.training.trainer import Interrupted, train_and_evaluate
 
 __all__ = [

@@ -10,7 +10,6 @@ Every mistake (unknown experiment, unknown field, wrong type, inconsistent durat
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib.util
 import math
 from collections.abc import Iterable, Sequence
@@ -19,6 +18,9 @@ from types import ModuleType
 
 import ml_collections
 
+from cnnjax.training import augment, feed, optim, tasks
+from cnnjax.training.errors import ConfigError, did_you_mean
+
 # Units a duration may be given in (big_vision's ``utils.steps``): ``total_epochs``,
 # ``total_steps`` or ``total_examples``; exactly one of them is set.
 DURATION_UNITS = ("steps", "epochs", "examples")
@@ -26,18 +28,6 @@ DURATION_UNITS = ("steps", "epochs", "examples")
 _TYPE_NAMES = {int: "an int", float: "a float", tuple: "a tuple", list: "a list"}
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
-
-
-class ConfigError(ValueError):
-    """A config, experiment name or override that cannot be used; the message says why."""
-
-
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """``" Did you mean 'x'?"`` for the closest candidates, or ``""`` if none is close."""
-    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
-    if not close:
-        return ""
-    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
 def available_experiments(directory: str | Path) -> list[str]:
@@ -189,8 +179,6 @@ def validate(config: ml_collections.ConfigDict, *, models: Sequence[str]) -> Non
       config: a resolved experiment config.
       models: the registered model names (``cnnjax.models.available()``).
     """
-    from cnnjax.training import augment, feed, optim, tasks  # registries beside their code
-
     for path in ("dataset.name", "model.name"):
         if not _get(config, path):
             raise ConfigError(f"{path} must be set (by the experiment or --config.{path}=...)")

@@ -28,15 +28,11 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from cnnjax.training.config import did_you_mean
+from cnnjax.training.errors import DatasetUnavailableError, did_you_mean
 
 # Decode this many records per call of the data source, so that peak memory holds one
 # chunk of Python objects rather than a whole split of them.
 _DECODE_CHUNK = 10_000
-
-
-class DatasetUnavailableError(RuntimeError):
-    """The dataset is not prepared where we looked and may not be downloaded."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,12 +78,13 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
         builder = _builder(config.name, config.data_dir)
         pick = lambda spec: _tfds_split(builder, spec, config)  # noqa: E731
         num_classes = builder.info.features[builder.info.supervised_keys[1]].num_classes
+    validation = config.get("validation_split")
     return Dataset(
         name=config.name,
-        train=pick(config.train_split),
-        test=pick(config.test_split),
+        train=pick(config.get("train_split", "train")),
+        test=pick(config.get("test_split", "test")),
         num_classes=num_classes,
-        validation=pick(config.validation_split) if config.validation_split else None,
+        validation=pick(validation) if validation else None,
     )
 
 

@@ -1,4 +1,4 @@
-"""Optimizer, learning-rate schedule and loss, built from the config through optax.
+"""Optimizer and learning-rate schedule, built from the config through optax.
 
 Config fields read here (all under ``config.optimizer`` / ``config.schedule``):
 
@@ -19,11 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 
-from cnnjax.training.config import ConfigError
+from cnnjax.training.errors import ConfigError
 
 Schedule = Callable[[jax.Array], jax.Array]
 
@@ -115,27 +114,3 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """The optax transformation named by ``config.optimizer.name``."""
     return OPTIMIZERS[config.optimizer.name](config.optimizer, schedule)
-
-
-def cross_entropy(
-    logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0
-) -> jax.Array:
-    """Per-example softmax cross-entropy against smoothed one-hot labels.
-
-    Args:
-      logits: ``(N, num_classes)``.
-      labels: ``(N,)`` integer classes.
-      label_smoothing: mass moved uniformly over all classes (0 gives the plain loss).
-
-    Returns:
-      ``(N,)`` losses.
-    """
-    targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-    if label_smoothing:
-        targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits, targets)
-
-
-def correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """``(N,)`` int32: 1 where the arg-max class of ``logits (N, K)`` equals ``labels (N,)``."""
-    return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.int32)

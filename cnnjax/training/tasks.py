@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
-from cnnjax.training.config import ConfigError
-from cnnjax.training.optim import correct, cross_entropy
+from cnnjax.training.errors import ConfigError, ModelInputError
 
 # PSNR of an exact reconstruction would be infinite; errors are floored here (100 dB).
 _MIN_MSE = 1e-10
@@ -46,7 +46,7 @@ class Task(Protocol):
         """``(N,)`` reported loss and ``(N,)`` metric per example."""
 
     def check_outputs(self, outputs: Sequence[int], inputs: Sequence[int], classes: int) -> None:
-        """Raises ConfigError if a model's output shape does not suit the task."""
+        """Raises ModelInputError if a model's output shape does not suit the task."""
 
     def format(self, value: float) -> str:
         """A metric value for people."""
@@ -78,7 +78,7 @@ class Classification:
 
     def check_outputs(self, outputs: Sequence[int], inputs: Sequence[int], classes: int) -> None:
         if tuple(outputs[-1:]) != (classes,):
-            raise ConfigError(
+            raise ModelInputError(
                 f"model outputs {tuple(outputs)} for input {tuple(inputs)}, but the dataset "
                 f"has {classes} classes (set config.model.kwargs.num_classes={classes})"
             )
@@ -113,7 +113,7 @@ class Reconstruction:
     def check_outputs(self, outputs: Sequence[int], inputs: Sequence[int], classes: int) -> None:
         del classes
         if tuple(outputs) != tuple(inputs):
-            raise ConfigError(
+            raise ModelInputError(
                 f"a reconstruction model must output its input's shape {tuple(inputs)}; "
                 f"model {tuple(outputs)}"
             )
@@ -130,6 +130,30 @@ def psnr(mse: jax.Array) -> jax.Array:
 
 def _mean_per_example(x: jax.Array) -> jax.Array:
     return jnp.mean(x.reshape(x.shape[0], -1), axis=-1)
+
+
+def cross_entropy(
+    logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0
+) -> jax.Array:
+    """Per-example softmax cross-entropy against smoothed one-hot labels.
+
+    Args:
+      logits: ``(N, num_classes)``.
+      labels: ``(N,)`` integer classes.
+      label_smoothing: mass moved uniformly over all classes (0 gives the plain loss).
+
+    Returns:
+      ``(N,)`` losses.
+    """
+    targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """``(N,)`` int32: 1 where the arg-max class of ``logits (N, K)`` equals ``labels (N,)``."""
+    return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.int32)
 
 
 TASKS = ("classification", "reconstruction")

@@ -47,7 +47,7 @@ from cnnjax.training import data as data_lib
 from cnnjax.training import feed as feed_lib
 from cnnjax.training import optim
 from cnnjax.training import tasks as tasks_lib
-from cnnjax.training.checkpoint import Checkpoints
+from cnnjax.training.checkpoint import Checkpoints, restore_newest_verified
 from cnnjax.training.config import ConfigError, steps, validate
 from cnnjax.training.metrics import MetricsLog, plot_learning_curves, summarize, write_json
 from cnnjax.training.signals import StopRequest
@@ -59,6 +59,7 @@ from cnnjax.training.step import (
     make_train_chunk,
     make_train_step,
 )
+from cnnjax.training.workdir import set_aside_run
 
 # Seconds between refreshes of the progress bar's loss/accuracy (each reads the device).
 _PROGRESS_REFRESH_SECONDS = 0.5
@@ -82,8 +83,10 @@ def train_and_evaluate(
     *,
     stop_at_step: int | None = None,
     seeds: Sequence[int] | None = None,
+    restart: bool = False,
 ) -> dict[str, Any] | list[dict[str, Any]]:
-    """Trains and evaluates ``config`` in ``workdir``, resuming from its latest checkpoint.
+    """Trains and evaluates ``config`` in ``workdir``, resuming from its newest verified
+    checkpoint.
 
     Args:
       config: a resolved experiment config (see ``experiments/``).
@@ -97,12 +100,16 @@ def train_and_evaluate(
         run directory :func:`seed_dir` ``(workdir, seed)`` (config, metrics,
         checkpoints, summary), so a report or a resume does not depend on how it was
         trained. ``None``: one run of ``config.seed`` in ``workdir``.
+      restart: start afresh: the files of an earlier run in ``workdir`` are first moved
+        to ``set_aside/run-DATE-TIME`` (never deleted).
 
     Returns:
       The summary (also written to ``summary.json``); with ``seeds``, one per seed.
 
     Raises:
       ConfigError: a bad config, before anything slow happens.
+      NoVerifiedCheckpointError: ``workdir`` has checkpoints but none verifies (each was
+        set aside); ``restart=True`` starts afresh.
       Interrupted: SIGTERM/SIGINT or ``stop_at_step`` stopped training; the checkpoint
         is on disk and relaunching resumes.
     """
@@ -226,6 +233,8 @@ def train_and_evaluate(
     # are written.
     checkpoints, logs = [], []
     for run_dir, config_dict in zip(run_dirs, config_dicts, strict=True):
+        if restart and (moved := set_aside_run(run_dir)):
+            print(f"--restart: the earlier run's files are in {moved}", flush=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config_dict)
         checkpoints.append(
@@ -238,12 +247,12 @@ def train_and_evaluate(
         )
         logs.append(MetricsLog(run_dir, metric=task.metric, splits=("train", *eval_feeds)))
     metric = task.metric
-    start_step = _resume_step(checkpoints)
-    if start_step is None:
+    resumed = restore_newest_verified(checkpoints, abstract_one)
+    if resumed is None:
         state = jax.jit(init, out_shardings=shardings)(init_key)
         start_step, elapsed_before = 0, 0.0
     else:
-        restored = [c.restore(abstract_one, start_step) for c in checkpoints]
+        start_step, restored = resumed
         for (_, meta), config_dict in zip(restored, config_dicts, strict=True):
             _warn_config_changes(meta["config"], config_dict)
         states = [s for s, _ in restored]
@@ -419,16 +428,6 @@ def _stack(trees: list[Any]) -> Any:
 def _seed_slice(tree: Any, k: int) -> Any:
     """Entry ``k`` of the leading (seed) axis of every leaf."""
     return jax.tree.map(lambda a: a[k], tree)
-
-
-def _resume_step(checkpoints: list[Checkpoints]) -> int | None:
-    """The newest step that every run has a checkpoint of (None: start afresh).
-
-    Runs trained together are saved one after another, so a stop in between can leave
-    the last seeds one checkpoint behind; all of them continue from the step they share.
-    """
-    common = set.intersection(*(set(c.all_steps()) for c in checkpoints))
-    return max(common) if common else None
 
 
 class _Clock:
