@@ -1,5 +1,6 @@
 """Experiment configs: loading by name, overrides, validation, durations."""
 
+import re
 from pathlib import Path
 
 import ml_collections
@@ -135,12 +136,30 @@ def test_malformed_override(arg):
         (["--config.model.name=lenet"], "model.name='lenet'"),
         (["--config.batch_size=0"], "batch_size must be a positive int"),
         (["--config.dataset.name=None"], "dataset.name must be set"),
+        (["--config.optimizer.base_lr=1e999"], "optimizer.base_lr must be a finite number"),
+        (
+            ["--config.optimizer.base_lr=-1"],
+            "optimizer.base_lr must be a finite number in (0, inf)",
+        ),
+        (["--config.optimizer.base_batch_size=0"], "base_batch_size must be a positive int"),
+        (["--config.label_smoothing=2.0"], "label_smoothing must be a finite number in [0, 1)"),
+        (["--config.label_smoothing=1.0"], "label_smoothing must be a finite number in [0, 1)"),
+        (["--config.optimizer.b2=1.0"], "optimizer.b2 must be a finite number in [0, 1)"),
+        (
+            ["--config.optimizer.momentum=1.5"],
+            "optimizer.momentum must be a finite number in [0, 1]",
+        ),
+        (["--config.optimizer.weight_decay=-0.1"], "weight_decay must be a finite number"),
+        (["--config.dataset.std=0"], "dataset.std must be a finite number in (0, inf)"),
+        (["--config.dataset.mean=-1e999"], "dataset.mean must be a finite number"),
+        (["--config.schedule.final_lr_fraction=2"], "final_lr_fraction must be a finite number"),
+        (["--config.on_nonfinite=ignore"], "on_nonfinite='ignore' is not one of skip_step, stop"),
     ],
 )
 def test_validation_errors(overrides, message):
     config = mnist()
     config_lib.apply_overrides(config, overrides)
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         config_lib.validate(config, models=models.available())
 
 

@@ -18,7 +18,7 @@ from types import ModuleType
 
 import ml_collections
 
-from cnnjax.training import augment, feed, optim, tasks
+from cnnjax.training import augment, feed, optim, step, tasks
 from cnnjax.training.errors import ConfigError, did_you_mean
 
 # Units a duration may be given in (big_vision's ``utils.steps``): ``total_epochs``,
@@ -189,15 +189,21 @@ def validate(config: ml_collections.ConfigDict, *, models: Sequence[str]) -> Non
     _check_choice("augment.name", config.augment.name, augment.AUGMENTATIONS)
     _check_choice("dataset.placement", config.dataset.placement, feed.PLACEMENTS)
     positive = ("batch_size", "eval_batch_size", "steps_per_call", "microbatches",
-                "checkpoint.every_epochs", "checkpoint.keep")  # fmt: skip
+                "optimizer.base_batch_size", "checkpoint.every_epochs",
+                "checkpoint.keep")  # fmt: skip
     for path in positive:
         value = _get(config, path)
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{path} must be a positive int, got {value!r}")
-    for path in ("optimizer.lr", "dataset.std"):
-        value = _get(config, path)
-        if value is None or value <= 0:
-            raise ConfigError(f"{path} must be positive, got {value!r}")
+    _check_choice("on_nonfinite", config.on_nonfinite, step.ON_NONFINITE)
+    for path in ("optimizer.base_lr", "optimizer.lr", "optimizer.eps", "dataset.std"):
+        _check_range(config, path, low_open=True)
+    for path in ("optimizer.b1", "optimizer.b2", "label_smoothing"):
+        _check_range(config, path, high=1.0, high_open=True)
+    for path in ("optimizer.momentum", "schedule.init_lr_fraction", "schedule.final_lr_fraction"):
+        _check_range(config, path, high=1.0)
+    _check_range(config, "optimizer.weight_decay")
+    _check_range(config, "dataset.mean", low=-math.inf)
     set_units = [u for u in DURATION_UNITS if config.get(f"total_{u}") is not None]
     if len(set_units) != 1:
         raise ConfigError(
@@ -213,6 +219,27 @@ def _get(config: ml_collections.ConfigDict, path: str) -> object:
     for part in path.split("."):
         node = node[part]
     return node
+
+
+def _check_range(
+    config: ml_collections.ConfigDict,
+    path: str,
+    *,
+    low: float = 0.0,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raises ConfigError unless the field ``path`` is a finite number in the interval."""
+    value = _get(config, path)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path} must be a number, got {value!r}")
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (math.isfinite(value) and above and below):
+        closing = ")" if high_open or high == math.inf else "]"
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{closing}"
+        raise ConfigError(f"{path} must be a finite number in {interval}, got {value!r}")
 
 
 def _check_choice(path: str, value: str, choices: Iterable[str]) -> None:

@@ -84,6 +84,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.schedule.init_lr_fraction = 0.0  # lr at step 0, as a fraction of optimizer.lr
     c.schedule.final_lr_fraction = 0.0  # lr at the last step, as a fraction of optimizer.lr
 
+    # A step whose loss, gradient norm or new parameters are not finite: "stop" ends the
+    # run (nothing non-finite is saved; the last checkpoint stays the last good one),
+    # "skip_step" skips its update and counts it (skipped_steps in metrics.jsonl).
+    c.on_nonfinite = "stop"
+
     c.label_smoothing = 0.0
     c.augment = ml_collections.ConfigDict()
     c.augment.name = "none"  # "none" or "random_shift"

@@ -13,7 +13,9 @@ step), ``train_loss``/``train_<metric>`` (over the epoch's steps), ``test_loss``
 ``elapsed_seconds`` (wall time from the run's first step to the end of this evaluation,
 compilation included, summed over restarts), ``epoch_seconds``, and
 ``steady_images``/``steady_seconds`` (images trained and seconds spent in train steps this
-epoch, leaving out each process's first call, which includes compilation).
+epoch, leaving out each process's first call, which includes compilation), and
+``skipped_steps`` (steps of the epoch whose update was skipped as non-finite, with
+``on_nonfinite="skip_step"``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class MetricsLog:
     ):
         from tensorboardX import SummaryWriter
 
-        self._tags = {"lr": "learning_rate"}
+        self._tags = {"lr": "learning_rate", "skipped_steps": "train/skipped_steps"}
         for split in splits:
             for name in ("loss", metric):
                 self._tags[f"{split}_{name}"] = f"{split}/{name}"

@@ -38,8 +38,13 @@ class TrainState:
       batch_stats: the model's ``batch_stats`` collection (``{}`` without batch norm).
       opt_state: the optax state.
       sums: running sums over the current epoch's steps so far: ``loss`` and ``metric``
-        (float32, the task's reported loss and metric summed over examples) and ``count``
-        (int32).
+        (float32, the task's reported loss and metric summed over examples), ``count``
+        (int32) and ``skipped`` (int32, steps whose update was skipped as non-finite).
+      guard: the first step whose loss, gradient norm or new parameters were not finite:
+        ``nonfinite_step`` (int32, its 0-based index; -1 while there is none) and which
+        of them were finite then (bools ``loss``, ``grad_norm``, ``params``). From that
+        step on, the updates of a run with ``on_nonfinite="stop"`` are not applied (the
+        state stays the last finite one) and the trainer stops.
     """
 
     step: jax.Array
@@ -47,6 +52,7 @@ class TrainState:
     batch_stats: PyTree
     opt_state: optax.OptState
     sums: dict[str, jax.Array]
+    guard: dict[str, jax.Array]
 
     def variables(self) -> dict[str, PyTree]:
         """The Flax variables to ``apply`` the model with."""
@@ -60,7 +66,22 @@ def zero_sums() -> dict[str, jax.Array]:
         "loss": jnp.zeros((), jnp.float32),
         "metric": jnp.zeros((), jnp.float32),
         "count": jnp.zeros((), jnp.int32),
+        "skipped": jnp.zeros((), jnp.int32),
     }
+
+
+def no_nonfinite() -> dict[str, jax.Array]:
+    """A :attr:`TrainState.guard` that has seen only finite steps."""
+    return {
+        "nonfinite_step": jnp.full((), -1, jnp.int32),
+        **{name: jnp.ones((), bool) for name in ("loss", "grad_norm", "params")},
+    }
+
+
+# What a train step does when its loss or gradient norm is not finite: ``stop`` keeps the
+# last finite state and lets the trainer stop the run; ``skip_step`` skips the update
+# (counted in ``sums["skipped"]``) and goes on.
+ON_NONFINITE = ("stop", "skip_step")
 
 
 def add_sums(
@@ -68,6 +89,7 @@ def add_sums(
 ) -> dict[str, jax.Array]:
     """Adds per-example ``losses`` and ``metrics`` where ``mask`` (all ``(N,)``) to ``sums``."""
     return {
+        **sums,
         "loss": sums["loss"] + jnp.sum(jnp.where(mask, losses, 0.0)),
         "metric": sums["metric"] + jnp.sum(jnp.where(mask, metrics, 0.0)),
         "count": sums["count"] + jnp.sum(mask.astype(jnp.int32)),
@@ -86,6 +108,7 @@ def init_state(
         batch_stats=variables.get("batch_stats", {}),
         opt_state=tx.init(params),
         sums=zero_sums(),
+        guard=no_nonfinite(),
     )
 
 
@@ -136,9 +159,16 @@ def make_train_step(
     preprocess: Preprocess,
     augment: Callable[[jax.Array, jax.Array], jax.Array],
     microbatches: int = 1,
+    on_nonfinite: str = "stop",
 ) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], TrainState]:
     """One optimizer step, ``(state, images (B, H, W, C) uint8, labels (B,), step_key) ->
     state``; the step's randomness is ``fold_in(step_key, state.step)``.
+
+    The update is applied only when the step's mean loss, global gradient norm and new
+    parameters are finite (and, with ``on_nonfinite="stop"``, no earlier step was not): otherwise
+    params, batch statistics, optimizer state and the metric sums stay as they were,
+    ``sums["skipped"]`` counts the step and ``state.guard`` records the first such step.
+    The step counter always advances, so data order and keys stay those of the step.
 
     With ``microbatches = k > 1`` the batch is split into ``k`` interleaved parts
     (``x[i::k]``, so each part stays spread over the devices) whose gradients are computed
@@ -167,30 +197,58 @@ def make_train_step(
             return loss, (outputs, new_vars.get("batch_stats", state.batch_stats))
 
         def part(i):
-            """Gradient, new batch stats and metric sums of the ``i``-th part."""
+            """Loss, gradient, new batch stats and metric sums of the ``i``-th part."""
             if microbatches == 1:  # the whole batch, with the step's own dropout key
                 xi, yi, key = x, labels, dropout_key
             else:
                 xi, yi = x[i::microbatches], labels[i::microbatches]
                 key = jax.random.fold_in(dropout_key, i)
-            grads, (outputs, stats) = jax.grad(loss_fn, has_aux=True)(state.params, xi, yi, key)
+            (loss, (outputs, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params, xi, yi, key
+            )
             sums = add_sums(zero_sums(), *task.evaluate(outputs, xi, yi), jnp.ones(yi.shape, bool))
-            return grads, stats, sums
+            return loss, grads, stats, sums
 
         parts = [part(i) for i in range(microbatches)]
         mean = lambda *a: sum(a[1:], a[0]) / microbatches  # noqa: E731
-        grads, batch_stats = (jax.tree.map(mean, *[p[j] for p in parts]) for j in (0, 1))
-        sums = jax.tree.map(lambda *a: sum(a[1:], a[0]), state.sums, *[p[2] for p in parts])
+        loss, grads, batch_stats = (jax.tree.map(mean, *[p[j] for p in parts]) for j in (0, 1, 2))
+        step_sums = jax.tree.map(lambda *a: sum(a[1:], a[0]), *[p[3] for p in parts])
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        # An update can overflow the parameters while loss and gradient are still finite.
+        checks = {
+            "loss": jnp.isfinite(loss),
+            "grad_norm": jnp.isfinite(optax.tree.norm(grads)),
+            "params": _all_finite(params),
+        }
+        finite = checks["loss"] & checks["grad_norm"] & checks["params"]
+        clean = state.guard["nonfinite_step"] < 0  # no non-finite step so far
+        apply = finite if on_nonfinite == "skip_step" else finite & clean
+        record = ~finite & clean  # the first non-finite step
+
+        def where(condition, new, old):
+            return jax.tree.map(lambda a, b: jnp.where(condition, a, b.astype(a.dtype)), new, old)
+
+        sums = where(apply, jax.tree.map(jnp.add, state.sums, step_sums), state.sums)
         return state.replace(
             step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
-            batch_stats=batch_stats,
-            opt_state=opt_state,
-            sums=sums,
+            params=where(apply, params, state.params),
+            batch_stats=where(apply, batch_stats, state.batch_stats),
+            opt_state=where(apply, opt_state, state.opt_state),
+            sums={**sums, "skipped": state.sums["skipped"] + (~apply).astype(jnp.int32)},
+            guard=where(
+                record,
+                {"nonfinite_step": state.step, **checks},
+                state.guard,
+            ),
         )
 
     return train_step
+
+
+def _all_finite(tree: PyTree) -> jax.Array:
+    """``()`` bool: every entry of every leaf of ``tree`` is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
 def make_train_chunk(

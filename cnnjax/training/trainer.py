@@ -48,7 +48,8 @@ from cnnjax.training import feed as feed_lib
 from cnnjax.training import optim
 from cnnjax.training import tasks as tasks_lib
 from cnnjax.training.checkpoint import Checkpoints, restore_newest_verified
-from cnnjax.training.config import ConfigError, steps, validate
+from cnnjax.training.config import steps, validate
+from cnnjax.training.errors import ConfigError, DivergedError
 from cnnjax.training.metrics import MetricsLog, plot_learning_curves, summarize, write_json
 from cnnjax.training.signals import StopRequest
 from cnnjax.training.step import (
@@ -63,6 +64,9 @@ from cnnjax.training.workdir import set_aside_run
 
 # Seconds between refreshes of the progress bar's loss/accuracy (each reads the device).
 _PROGRESS_REFRESH_SECONDS = 0.5
+
+# What the divergence guard checks (TrainState.guard), for messages.
+_GUARDED = {"loss": "loss", "grad_norm": "gradient norm", "params": "parameters after the update"}
 
 # Independent random streams, each ``fold_in(key(seed), stream)``.
 _INIT_STREAM, _DATA_STREAM, _STEP_STREAM = 0, 1, 2
@@ -198,6 +202,7 @@ def train_and_evaluate(
         preprocess=preprocess,
         augment=augment,
         microbatches=config.microbatches,
+        on_nonfinite=config.on_nonfinite,
     )
     train_chunk = make_train_chunk(
         train_step,
@@ -289,6 +294,11 @@ def train_and_evaluate(
                 best_metric=best[k],
             )
 
+    def check_finite() -> None:
+        """Stops a run with ``on_nonfinite="stop"`` that met a non-finite step."""
+        if config.on_nonfinite == "stop":
+            _raise_if_diverged(state, seed_list if stacked else None, checkpoints)
+
     # ------------------------------------------------------------------ loop
     step = start_step
     clock = _Clock(elapsed_before)
@@ -321,9 +331,11 @@ def train_and_evaluate(
                     step += n
                     if stop.requested or (stop_at_step is not None and step >= stop_at_step):
                         progress.finish()
+                        check_finite()
                         save_all(step, clock(), [None] * len(run_dirs))
                         raise Interrupted(step, stop.signum)
                 train_sums = jax.device_get(state.sums)  # waits for the epoch's last step
+                check_finite()
                 steady_images, steady_seconds = progress.finish()
                 # -------------------------------------------------------- evaluate
                 eval_sums = {
@@ -344,9 +356,12 @@ def train_and_evaluate(
                     record = dict(common)
                     for split, split_sums in sums.items():
                         one = _seed_slice(split_sums, k) if stacked else split_sums
-                        count = one["count"]
+                        # NaN for an epoch whose every step was skipped as non-finite
+                        count = one["count"] or np.nan
                         record[f"{split}_loss"] = float(one["loss"] / count)
                         record[f"{split}_{metric}"] = float(one["metric"] / count)
+                    train_one = _seed_slice(train_sums, k) if stacked else train_sums
+                    record["skipped_steps"] = int(train_one["skipped"])
                     run_records.append(record)
                     log.append(record)
                     prefix = f"seed {seed_list[k]}: " if stacked else ""
@@ -428,6 +443,34 @@ def _stack(trees: list[Any]) -> Any:
 def _seed_slice(tree: Any, k: int) -> Any:
     """Entry ``k`` of the leading (seed) axis of every leaf."""
     return jax.tree.map(lambda a: a[k], tree)
+
+
+def _raise_if_diverged(
+    state: TrainState, seeds: list[int] | None, checkpoints: list[Checkpoints]
+) -> None:
+    """Raises DivergedError if a run met a non-finite step, naming the step and the run's
+    last good checkpoint (``seeds``: those trained together, else None)."""
+    guard = jax.device_get(state.guard)
+    runs = [None] if seeds is None else seeds
+    problems = []
+    for k, seed in enumerate(runs):
+        one = guard if seeds is None else _seed_slice(guard, k)
+        if one["nonfinite_step"] < 0:
+            continue
+        steps = checkpoints[k].all_steps()
+        last = f"step {steps[-1]:,} in {checkpoints[k].directory}" if steps else "none yet"
+        *others, last_one = [name for key, name in _GUARDED.items() if not one[key]]
+        what = " and ".join([", ".join(others), last_one] if others else [last_one])
+        problems.append(
+            ("" if seed is None else f"seed {seed}: ")
+            + f"non-finite {what} at step {int(one['nonfinite_step']) + 1:,}; the last good "
+            f"checkpoint is {last}"
+        )
+    if problems:
+        raise DivergedError(
+            "; ".join(problems) + ". Nothing after it was saved; lower optimizer.base_lr, "
+            "or skip such steps with --config.on_nonfinite=skip_step"
+        )
 
 
 class _Clock:
