@@ -352,8 +352,11 @@ def _run_on_ray(
             "--executor ray needs Ray: pip install 'cnnjax[ray]' (or 'ray[default]')"
         ) from None
     if not ray.is_initialized():
-        # A local instance needs no dashboard; a cluster's settings are the cluster's.
+        # A local instance needs no dashboard and reports no usage statistics off this
+        # machine; a cluster's settings are the cluster's.
         local = {} if address else {"include_dashboard": False}
+        if not address:
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(address=address, log_to_driver=False, **local)
     remote = ray.remote(execute)
     refs = {
