@@ -22,8 +22,9 @@ from launcher import launch
 
 from cnnjax.sweeps import Sweep, apply_sweep_flags, load_sweep, run_config, run_sweep
 from cnnjax.sweeps.layout import run_dir
-from cnnjax.training import ConfigError, load_experiment, train_and_evaluate
+from cnnjax.training import ConfigError, Interrupted, load_experiment, train_and_evaluate
 from cnnjax.training import data as data_lib
+from cnnjax.training.signals import StopRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -375,3 +376,17 @@ def test_best_epoch_is_selected_on_the_validation_split(tmp_path, capsys):
     assert summary["best_val_accuracy"] == best["val_accuracy"]
     assert summary["best_test_accuracy"] == best["test_accuracy"]  # reported, not selected on
     assert summary["final_val_accuracy"] == records[-1]["val_accuracy"]
+
+
+def test_a_signal_before_a_run_starts_stops_it_after_its_first_call(tmp_path):
+    """A sweep's SIGTERM between runs reaches the next run's loop (nested StopRequest):
+    it trains one call, saves a checkpoint and stops."""
+    config = load_experiment("digits_lenet", EXPERIMENTS)
+    config.batch_size = 32
+    with StopRequest() as sweep_level:
+        signal.raise_signal(signal.SIGTERM)
+        assert sweep_level.requested
+        with pytest.raises(Interrupted) as stopped:
+            train_and_evaluate(config, tmp_path)
+    assert (stopped.value.step, stopped.value.signum) == (1, signal.SIGTERM)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()] == ["1"]
