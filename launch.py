@@ -30,6 +30,7 @@ Exit status: one per kind of failure, in :data:`EXIT_CODES` (the README prints
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import time
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     traceback under ``--debug``); any other is a bug and printed with its traceback.
     """
     args, overrides = _parser().parse_known_args(argv)
+    if not args.debug:  # orbax logs the failures it raises, with tracebacks, through absl
+        logging.getLogger("absl").setLevel(logging.CRITICAL)
     try:
         return _dispatch(args, overrides)
     except tuple(EXIT_CODES) as e:
@@ -168,6 +171,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return exit_status(e)
+
+
+def _unless_closed_loop(unraisable) -> None:
+    """Reports an unraisable exception unless it is TensorStore calling back into an event
+    loop that orbax closed after a failed checkpoint read or write (one per pending
+    request, each a traceback, after the failure itself was reported)."""
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        sys.__unraisablehook__(unraisable)
 
 
 def _one_line(error: BaseException) -> str:
@@ -295,4 +307,6 @@ def _run_tools(args: argparse.Namespace, config, workdir: str) -> int:
 
 
 if __name__ == "__main__":
+    if "--debug" not in sys.argv:  # for the whole process: they come until it exits
+        sys.unraisablehook = _unless_closed_loop
     sys.exit(main())

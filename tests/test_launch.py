@@ -140,6 +140,11 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, capsy
         )
         metrics = workdir / "metrics.jsonl"
         _wait_for(lambda: metrics.exists() and metrics.read_text(), 300, process)
+        # A second launch on the same work directory is refused at once, touching nothing.
+        before = metrics.read_text()
+        assert launch.main(command) == launch.EXIT_CODES[launch.WorkdirLockedError]
+        assert f"in use by process {process.pid}" in capsys.readouterr().err
+        assert metrics.read_text() == before
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM

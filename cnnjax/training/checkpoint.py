@@ -221,11 +221,11 @@ class Checkpoints:
 
     def _finish_pending(self) -> None:
         """Waits for the write in flight, reads it back, then prunes (see the protocol)."""
-        self._manager.wait_until_finished()
-        if self._unverified is None:
+        pending, self._unverified = self._unverified, None
+        self._manager.wait_until_finished()  # raises if that write failed
+        if pending is None:
             return
-        step, abstract = self._unverified
-        self._unverified = None
+        step, abstract = pending
         try:
             self.restore(abstract, step)
         except CorruptCheckpointError as e:
@@ -260,8 +260,10 @@ class Checkpoints:
 
     def close(self) -> None:
         """Waits for pending writes, verifies and prunes, then releases the manager."""
-        self._finish_pending()
-        self._manager.close()
+        try:
+            self._finish_pending()
+        finally:
+            self._manager.close()
 
 
 def restore_newest_verified(

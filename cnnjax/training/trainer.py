@@ -8,13 +8,16 @@ evaluate, log, checkpoint) -> summary. Every output lands in ``workdir``:
   and for reconstruction ``reconstructions.png`` (test inputs above their reconstructions).
 
 Resume happens in this order (see :mod:`cnnjax.training.checkpoint` for the protocol):
-(1) everything is built exactly as for a fresh run, including the abstract train state
-(shapes and shardings, no memory); (2) if ``checkpoints/`` holds a checkpoint, the latest
-is restored into that abstract state, otherwise the state is initialised from the seed;
-(3) metric records after the restored step are dropped (they will be recomputed
-identically); (4) the loop starts at the restored step: its epoch fixes the data order,
-its position in the epoch the next batch, and the restored running sums continue the
-epoch's train metrics.
+(0) the work directory is locked, and a config that changes the train state's structure
+or the data order of the run in it is refused, both before anything is written
+(:mod:`cnnjax.training.workdir`); (1) everything is built exactly as for a fresh run,
+including the abstract train state (shapes and shardings, no memory); (2) the newest
+checkpoint that verifies is restored into that abstract state (damaged ones are set
+aside), otherwise the state is initialised from the seed; (3) metric records after the
+restored step, and that of an epoch it resumes midway, are dropped (they will be
+recomputed identically); (4) the loop starts at the restored step: its epoch fixes the
+data order, its position in the epoch the next batch, and the restored running sums
+continue the epoch's train metrics.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import platform
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +49,7 @@ from cnnjax.training import data as data_lib
 from cnnjax.training import feed as feed_lib
 from cnnjax.training import optim
 from cnnjax.training import tasks as tasks_lib
+from cnnjax.training import workdir as workdir_lib
 from cnnjax.training.checkpoint import Checkpoints, restore_newest_verified
 from cnnjax.training.config import steps, validate
 from cnnjax.training.errors import ConfigError, DivergedError
@@ -60,7 +63,6 @@ from cnnjax.training.step import (
     make_train_chunk,
     make_train_step,
 )
-from cnnjax.training.workdir import set_aside_run
 
 # Seconds between refreshes of the progress bar's loss/accuracy (each reads the device).
 _PROGRESS_REFRESH_SECONDS = 0.5
@@ -112,6 +114,10 @@ def train_and_evaluate(
 
     Raises:
       ConfigError: a bad config, before anything slow happens.
+      WorkdirLockedError: another live process runs in ``workdir`` (nothing was touched).
+      IncompatibleResumeError: ``workdir`` holds a run whose train state or data order
+        ``config`` changes (nothing was written).
+      WorkdirError: ``workdir`` cannot be created or written.
       NoVerifiedCheckpointError: ``workdir`` has checkpoints but none verifies (each was
         set aside); ``restart=True`` starts afresh.
       Interrupted: SIGTERM/SIGINT or ``stop_at_step`` stopped training; the checkpoint
@@ -126,6 +132,29 @@ def train_and_evaluate(
         raise ConfigError(f"seeds must be distinct and at least one, got {seeds!r}")
     run_dirs = [seed_dir(workdir, seed) for seed in seed_list] if stacked else [workdir]
     config_dicts = [_config_dict(config, seed) for seed in seed_list]
+
+    # ------------------------------------------------------------------ work directories
+    # Locked before anything is written; an incompatible earlier run is refused (or, with
+    # restart, set aside) before anything is written either.
+    with workdir_lib.locked(run_dirs), workdir_lib.write_errors():
+        for run_dir, config_dict in zip(run_dirs, config_dicts, strict=True):
+            if not restart:
+                workdir_lib.check_resumable(run_dir, config_dict)
+            elif moved := workdir_lib.set_aside_run(run_dir):
+                print(f"--restart: the earlier run's files are in {moved}", flush=True)
+        return _train(config, workdir, run_dirs, config_dicts, seed_list, stacked, stop_at_step)
+
+
+def _train(
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    run_dirs: list[Path],
+    config_dicts: list[dict[str, Any]],
+    seed_list: list[int],
+    stacked: bool,
+    stop_at_step: int | None,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """The stages of :func:`train_and_evaluate` from data to summary, in locked ``run_dirs``."""
     print(f"Experiment {config.experiment!r}, work directory {workdir}\n{config}", flush=True)
     if stacked:
         print(f"Seeds {seed_list} trained together (vmapped)", flush=True)
@@ -238,9 +267,6 @@ def train_and_evaluate(
     # are written.
     checkpoints, logs = [], []
     for run_dir, config_dict in zip(run_dirs, config_dicts, strict=True):
-        if restart and (moved := set_aside_run(run_dir)):
-            print(f"--restart: the earlier run's files are in {moved}", flush=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config_dict)
         checkpoints.append(
             Checkpoints(
@@ -258,8 +284,6 @@ def train_and_evaluate(
         start_step, elapsed_before = 0, 0.0
     else:
         start_step, restored = resumed
-        for (_, meta), config_dict in zip(restored, config_dicts, strict=True):
-            _warn_config_changes(meta["config"], config_dict)
         states = [s for s, _ in restored]
         state = jax.device_put(_stack(states) if stacked else states[0], shardings)
         meta = restored[0][1]
@@ -269,7 +293,9 @@ def train_and_evaluate(
             f"{meta['epochs_done'] + 1}, step {meta['step_in_epoch']} of {steps_per_epoch})",
             flush=True,
         )
-    records = [log.truncate(start_step) for log in logs]
+    # The record of an epoch that training goes on with is written again when it ends.
+    kept = start_step if start_step >= total_steps else start_step - start_step % steps_per_epoch
+    records = [log.truncate(kept) for log in logs]
     num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(abstract_one.params))
     reset_sums = jax.jit(
         lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract.sums),
@@ -643,31 +669,6 @@ def _final_report(s: dict[str, Any], workdir: Path, task: tasks_lib.Task) -> str
         f"learning_curves.png{extra}, tensorboard/, checkpoints/",
     ]
     return "\n".join(lines)
-
-
-def _warn_config_changes(saved: dict[str, Any], current: dict[str, Any]) -> None:
-    changed = sorted(
-        k
-        for k in set(_flatten(saved)) | set(_flatten(current))
-        if _flatten(saved).get(k) != _flatten(current).get(k)
-    )
-    if changed:
-        print(
-            "Warning: resuming with a config that differs from the checkpoint's in: "
-            + ", ".join(changed),
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 @functools.cache
