@@ -104,8 +104,8 @@ def test_seeds_trained_together_are_guarded_one_by_one(on_nonfinite):
     labels = jnp.asarray(rng.integers(0, 10, 32), jnp.int32)
     order = jnp.stack([jnp.arange(32, dtype=jnp.int32)] * 2)
     keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
-    state = jax.device_get(chunk(state, images, labels, order, 0, keys, num_steps=3))
-    assert list(state.step) == [3, 3]
+    state, steps = jax.device_get(chunk(state, images, labels, order, 0, keys, num_steps=3))
+    assert list(state.step) == list(steps) == [3, 3]
     assert list(state.guard["nonfinite_step"]) == [-1, 0]
     assert list(state.sums["skipped"]) == [0, 3]
     assert list(state.sums["count"]) == [24, 0]

@@ -19,7 +19,10 @@ metadata file, an empty step directory) is reported in one line and moved, never
 deleted, to ``set_aside/checkpoint-S`` beside ``checkpoints/``; resuming then tries the
 next older one (:func:`restore_newest_verified`).
 
-When it is written. Decided by the trainer (periodically, at the end, on a stop request).
+When it is written. After the evaluation of every ``checkpoint.every_epochs``-th epoch
+(tagged with the epoch's metric for keep-best), after the last step, every
+``checkpoint.every_steps`` steps and every ``checkpoint.every_minutes`` minutes when set
+(:class:`SaveSchedule`; untagged), and when SIGTERM/SIGINT asks the run to stop (untagged).
 Only finite states are saved: :meth:`Checkpoints.save` refuses any other. Orbax writes
 each checkpoint under a temporary name and renames it when complete, so a crash or a
 second signal mid-write leaves the earlier checkpoints intact (the temporary directory is
@@ -47,7 +50,8 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +268,38 @@ class Checkpoints:
             self._finish_pending()
         finally:
             self._manager.close()
+
+
+class SaveSchedule:
+    """When to save besides epoch ends: each time the step passes a multiple of
+    ``every_steps``, and once ``every_minutes`` of wall time passed since the last save
+    (each None: never).
+
+    Args:
+      step: the step training starts from (a resumed run counts from there).
+      clock: seconds, monotonic (a parameter for tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        every_steps: int | None,
+        every_minutes: float | None,
+        step: int,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._every_steps, self._every_minutes, self._clock = every_steps, every_minutes, clock
+        self.saved(step)
+
+    def due(self, step: int) -> bool:
+        """Whether to save after ``step`` steps."""
+        by_steps = self._every_steps and step // self._every_steps > self._last // self._every_steps
+        by_time = self._every_minutes and self._clock() - self._when >= 60 * self._every_minutes
+        return bool(by_steps or by_time)
+
+    def saved(self, step: int) -> None:
+        """Records a save after ``step`` steps (of any kind)."""
+        self._last, self._when = step, self._clock()
 
 
 def restore_newest_verified(

@@ -203,6 +203,9 @@ def validate(config: ml_collections.ConfigDict, *, models: Sequence[str]) -> Non
     for path in ("optimizer.momentum", "schedule.init_lr_fraction", "schedule.final_lr_fraction"):
         _check_range(config, path, high=1.0)
     _check_range(config, "optimizer.weight_decay")
+    for path in ("checkpoint.every_steps", "checkpoint.every_minutes"):
+        if _get(config, path) is not None:
+            _check_range(config, path, low_open=True)
     _check_range(config, "dataset.mean", low=-math.inf)
     set_units = [u for u in DURATION_UNITS if config.get(f"total_{u}") is not None]
     if len(set_units) != 1:

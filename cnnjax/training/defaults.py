@@ -100,6 +100,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_epochs = 1
+    # Also save every this many steps / minutes of wall time (None: only at epoch ends).
+    c.checkpoint.every_steps = config_dict.placeholder(int)
+    c.checkpoint.every_minutes = config_dict.placeholder(float)
     c.checkpoint.keep = 2  # the latest this many, plus the best with keep_best
     c.checkpoint.keep_best = True
     c.checkpoint.async_save = True

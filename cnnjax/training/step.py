@@ -257,11 +257,14 @@ def make_train_chunk(
     batch_size: int,
     batch_sharding: NamedSharding,
     seed_axes: tuple[int | None, ...] | None = None,
-) -> Callable[..., TrainState]:
+) -> Callable[..., tuple[TrainState, jax.Array]]:
     """``num_steps`` consecutive train steps in one jitted call.
 
     The returned ``chunk(state, images, labels, order, start, step_key, *, num_steps)``
-    runs steps on the batches ``images[order[(start + j) * B : (start + j + 1) * B]]``,
+    returns ``(state, steps)``, ``steps`` a copy of ``state.step`` that is not donated to
+    the next call, so the caller can wait for this call's end (the trainer keeps at most
+    one call queued behind the running one, to stop promptly). It runs steps on the
+    batches ``images[order[(start + j) * B : (start + j + 1) * B]]``,
     ``j < num_steps``, gathering each batch on the device and sharding it over the mesh's
     ``data`` axis (``batch_sharding``). Fusing steps (``config.steps_per_call``) only
     saves dispatch overhead: ``lax.scan`` runs the same step, so results match single
@@ -285,7 +288,7 @@ def make_train_chunk(
             return train_step(state, x, labels[batch_idx], step_key), None
 
         state, _ = lax.scan(body, state, idx.reshape(num_steps, batch_size))
-        return state
+        return state, state.step + 0
 
     @functools.partial(jax.jit, static_argnames="num_steps", donate_argnames="state")
     def chunk(state, images, labels, order, start, step_key, *, num_steps: int):

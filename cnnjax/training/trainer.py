@@ -28,7 +28,7 @@ import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import flax
 import jax
@@ -50,7 +50,7 @@ from cnnjax.training import feed as feed_lib
 from cnnjax.training import optim
 from cnnjax.training import tasks as tasks_lib
 from cnnjax.training import workdir as workdir_lib
-from cnnjax.training.checkpoint import Checkpoints, restore_newest_verified
+from cnnjax.training.checkpoint import Checkpoints, SaveSchedule, restore_newest_verified
 from cnnjax.training.config import steps, validate
 from cnnjax.training.errors import ConfigError, DivergedError
 from cnnjax.training.metrics import MetricsLog, plot_learning_curves, summarize, write_json
@@ -136,13 +136,16 @@ def train_and_evaluate(
     # ------------------------------------------------------------------ work directories
     # Locked before anything is written; an incompatible earlier run is refused (or, with
     # restart, set aside) before anything is written either.
-    with workdir_lib.locked(run_dirs), workdir_lib.write_errors():
+    # A stop requested from here on is honoured from the first train call on.
+    with workdir_lib.locked(run_dirs), workdir_lib.write_errors(), StopRequest() as stop:
         for run_dir, config_dict in zip(run_dirs, config_dicts, strict=True):
             if not restart:
                 workdir_lib.check_resumable(run_dir, config_dict)
             elif moved := workdir_lib.set_aside_run(run_dir):
                 print(f"--restart: the earlier run's files are in {moved}", flush=True)
-        return _train(config, workdir, run_dirs, config_dicts, seed_list, stacked, stop_at_step)
+        return _train(
+            config, workdir, run_dirs, config_dicts, seed_list, stacked, stop_at_step, stop
+        )
 
 
 def _train(
@@ -153,8 +156,10 @@ def _train(
     seed_list: list[int],
     stacked: bool,
     stop_at_step: int | None,
+    stop: StopRequest,
 ) -> dict[str, Any] | list[dict[str, Any]]:
-    """The stages of :func:`train_and_evaluate` from data to summary, in locked ``run_dirs``."""
+    """The stages of :func:`train_and_evaluate` from data to summary, in locked ``run_dirs``
+    (``stop``: the SIGTERM/SIGINT request the loop polls)."""
     print(f"Experiment {config.experiment!r}, work directory {workdir}\n{config}", flush=True)
     if stacked:
         print(f"Seeds {seed_list} trained together (vmapped)", flush=True)
@@ -311,91 +316,114 @@ def _train(
             "versions": _versions(),
         }
 
-    def save_all(step: int, elapsed: float, best: list[float | None]) -> None:
+    def save_all(step: int, best: list[float | None] | None = None) -> None:
+        """Checkpoints every run (each tagged with ``best[k]``; None: untagged)."""
+        check_finite()
         for k, (ckpt, config_dict) in enumerate(zip(checkpoints, config_dicts, strict=True)):
             ckpt.save(
                 _seed_slice(state, k) if stacked else state,
                 step=step,
-                meta=meta_for(step, elapsed, config_dict),
-                best_metric=best[k],
+                meta=meta_for(step, clock(), config_dict),
+                best_metric=None if best is None else best[k],
             )
+        periodic.saved(step)
+
+    def stop_here(step: int) -> NoReturn:
+        """Saves one checkpoint and stops (SIGTERM/SIGINT or ``stop_at_step``)."""
+        save_all(step)
+        raise Interrupted(step, stop.signum)
 
     def check_finite() -> None:
         """Stops a run with ``on_nonfinite="stop"`` that met a non-finite step."""
         if config.on_nonfinite == "stop":
             _raise_if_diverged(state, seed_list if stacked else None, checkpoints)
 
+    def ends_epoch(step: int) -> bool:
+        return step > 0 and (step % steps_per_epoch == 0 or step == total_steps)
+
+    def evaluated(step: int) -> bool:
+        return any(r["step"] == step for r in records[-1])
+
     # ------------------------------------------------------------------ loop
+    # A stop is honoured after the train call that is running: at most one more call is
+    # queued behind it, and evaluation and periodic saves do not wait. An epoch whose
+    # evaluation a stop cut short is evaluated first thing after resuming.
     step = start_step
     clock = _Clock(elapsed_before)
+    periodic = SaveSchedule(
+        every_steps=config.checkpoint.every_steps,
+        every_minutes=config.checkpoint.every_minutes,
+        step=step,
+    )
     compiled: set[int] = set()  # chunk lengths whose train call is compiled already
     try:
-        with StopRequest() as stop:
-            while step < total_steps:
-                epoch = step // steps_per_epoch
-                epoch_start = epoch * steps_per_epoch
-                epoch_end = min(epoch_start + steps_per_epoch, total_steps)
-                train_feed.start_epoch(data_key, epoch)
-                if step == epoch_start:  # a new epoch, not one resumed midway
-                    state = state.replace(sums=reset_sums())
-                t_epoch = time.perf_counter()
-                progress = _EpochProgress(
-                    f"epoch {epoch + 1}/{num_epochs}",
-                    total=epoch_end - epoch_start,
-                    done=step - epoch_start,
-                    batch_size=config.batch_size,
-                    compiled=compiled,
-                    task=task,
-                )
-                # -------------------------------------------------------- train
-                while step < epoch_end:
-                    n = min(config.steps_per_call, epoch_end - step)
-                    if stop_at_step is not None and stop_at_step > step:
-                        n = min(n, stop_at_step - step)
-                    args = train_feed.chunk(step - epoch_start, n)
-                    state = progress.call(train_chunk, state, *args, step_key, num_steps=n)
-                    step += n
-                    if stop.requested or (stop_at_step is not None and step >= stop_at_step):
-                        progress.finish()
-                        check_finite()
-                        save_all(step, clock(), [None] * len(run_dirs))
-                        raise Interrupted(step, stop.signum)
-                train_sums = jax.device_get(state.sums)  # waits for the epoch's last step
-                check_finite()
-                steady_images, steady_seconds = progress.finish()
-                # -------------------------------------------------------- evaluate
-                eval_sums = {
-                    split: _evaluate(eval_chunk, state, feed) for split, feed in eval_feeds.items()
-                }
-                # -------------------------------------------------------- log
-                common = {
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "lr": float(lr_at(step - 1)),
-                    "elapsed_seconds": clock(),
-                    "epoch_seconds": time.perf_counter() - t_epoch,
-                    "steady_images": steady_images,
-                    "steady_seconds": steady_seconds,
-                }
-                sums = {"train": train_sums, **eval_sums}
-                for k, (run_records, log) in enumerate(zip(records, logs, strict=True)):
-                    record = dict(common)
-                    for split, split_sums in sums.items():
-                        one = _seed_slice(split_sums, k) if stacked else split_sums
-                        # NaN for an epoch whose every step was skipped as non-finite
-                        count = one["count"] or np.nan
-                        record[f"{split}_loss"] = float(one["loss"] / count)
-                        record[f"{split}_{metric}"] = float(one["metric"] / count)
-                    train_one = _seed_slice(train_sums, k) if stacked else train_sums
-                    record["skipped_steps"] = int(train_one["skipped"])
-                    run_records.append(record)
-                    log.append(record)
-                    prefix = f"seed {seed_list[k]}: " if stacked else ""
-                    print(prefix + _epoch_line(record, num_epochs, task), flush=True)
-                # -------------------------------------------------------- checkpoint
-                if (epoch + 1) % config.checkpoint.every_epochs == 0 or step == total_steps:
-                    best = [r[-1][f"{select}_{metric}"] for r in records]
-                    save_all(step, common["elapsed_seconds"], best)
+        while step < total_steps or (ends_epoch(step) and not evaluated(step)):
+            if stop.requested:
+                stop_here(step)
+            unevaluated = ends_epoch(step) and not evaluated(step)
+            epoch = (step - 1 if unevaluated else step) // steps_per_epoch
+            epoch_start = epoch * steps_per_epoch
+            epoch_end = min(epoch_start + steps_per_epoch, total_steps)
+            train_feed.start_epoch(data_key, epoch)
+            if step == epoch_start:  # a new epoch, not one resumed midway
+                state = state.replace(sums=reset_sums())
+            t_epoch = time.perf_counter()
+            progress = _EpochProgress(
+                f"epoch {epoch + 1}/{num_epochs}",
+                total=epoch_end - epoch_start,
+                done=step - epoch_start,
+                batch_size=config.batch_size,
+                compiled=compiled,
+                task=task,
+            )
+            # ------------------------------------------------------------ train
+            in_flight = None  # the step count of the call before the last
+            while step < epoch_end:
+                n = min(config.steps_per_call, epoch_end - step)
+                if stop_at_step is not None and stop_at_step > step:
+                    n = min(n, stop_at_step - step)
+                args = train_feed.chunk(step - epoch_start, n)
+                progress.before_call(n, in_flight)
+                state, done = train_chunk(state, *args, step_key, num_steps=n)
+                progress.after_call(n, done, state.sums)
+                if in_flight is not None:
+                    in_flight.block_until_ready()
+                in_flight = done
+                step += n
+                if stop.requested or (stop_at_step is not None and step >= stop_at_step):
+                    progress.finish()
+                    stop_here(step)
+                if periodic.due(step) and step < epoch_end:
+                    save_all(step)
+            train_sums = jax.device_get(state.sums)  # waits for the epoch's last step
+            check_finite()
+            steady_images, steady_seconds = progress.finish()
+            # ------------------------------------------------------------ evaluate
+            eval_sums = {}
+            for split, feed in eval_feeds.items():
+                eval_sums[split] = _evaluate(eval_chunk, state, feed, stop)
+                if eval_sums[split] is None:
+                    stop_here(step)
+            # ------------------------------------------------------------ log
+            common = {
+                "epoch": epoch + 1,
+                "step": step,
+                "lr": float(lr_at(step - 1)),
+                "elapsed_seconds": clock(),
+                "epoch_seconds": time.perf_counter() - t_epoch,
+                "steady_images": steady_images,
+                "steady_seconds": steady_seconds,
+            }
+            sums = {"train": train_sums, **eval_sums}
+            for k, (run_records, log) in enumerate(zip(records, logs, strict=True)):
+                record = {**common, **_split_metrics(sums, k if stacked else None, metric)}
+                run_records.append(record)
+                log.append(record)
+                prefix = f"seed {seed_list[k]}: " if stacked else ""
+                print(prefix + _epoch_line(record, num_epochs, task), flush=True)
+            # ------------------------------------------------------------ checkpoint
+            if (epoch + 1) % config.checkpoint.every_epochs == 0 or step == total_steps:
+                save_all(step, [r[-1][f"{select}_{metric}"] for r in records])
     finally:
         # Whatever happened, finish writing what was started: pending checkpoint writes,
         # event files, and the plot of the epochs done so far.
@@ -513,7 +541,8 @@ class _Clock:
 class _EpochProgress:
     """An epoch's progress bar, and its steady-state speed: images per second of train
     calls, leaving out each call that compiles (the first of every chunk length in the
-    process), which is timed apart, between two waits for the device.
+    process), which is timed apart, between two waits for the device. It times the train
+    calls (:meth:`before_call`, :meth:`after_call`); the loop makes them.
 
     Args:
       desc: the bar's label.
@@ -548,23 +577,27 @@ class _EpochProgress:
         self._steady_steps = 0
         self._compile_seconds = 0.0
 
-    def call(self, train_chunk, state: TrainState, *args, num_steps: int) -> TrainState:
-        """``train_chunk(state, *args, num_steps=num_steps)``, timed."""
-        if num_steps in self._compiled:
-            state = train_chunk(state, *args, num_steps=num_steps)
-            self._steady_steps += num_steps
-        else:
-            jax.block_until_ready(state)  # so that earlier calls are not counted here
-            t0 = time.perf_counter()
-            state = jax.block_until_ready(train_chunk(state, *args, num_steps=num_steps))
-            self._compile_seconds += time.perf_counter() - t0
+    def before_call(self, num_steps: int, in_flight: jax.Array | None) -> None:
+        """Call just before a train call of ``num_steps``; ``in_flight``: the output of an
+        earlier call still running, if any (waited for when this call compiles)."""
+        self._compiling = num_steps not in self._compiled
+        if self._compiling:
+            jax.block_until_ready(in_flight)  # so that earlier calls are not counted here
+            self._t0 = time.perf_counter()
+
+    def after_call(self, num_steps: int, done: jax.Array, sums: dict[str, jax.Array]) -> None:
+        """Call just after it, with its outputs ``done`` and the state's ``sums``."""
+        if self._compiling:
+            jax.block_until_ready(done)
+            self._compile_seconds += time.perf_counter() - self._t0
             self._compiled.add(num_steps)
+        else:
+            self._steady_steps += num_steps
         self._bar.update(num_steps)
         now = time.perf_counter()
         if not self._bar.disable and now - self._refreshed > _PROGRESS_REFRESH_SECONDS:
             self._refreshed = now
-            self._bar.set_postfix_str(_train_postfix(state.sums, self._task, *self.steady()))
-        return state
+            self._bar.set_postfix_str(_train_postfix(sums, self._task, *self.steady()))
 
     def steady(self) -> tuple[int, float]:
         """(images, seconds) of the train calls so far that did not compile."""
@@ -613,13 +646,32 @@ def _save_reconstructions(
     tasks_lib.save_reconstructions(inputs, outputs, workdir / "reconstructions.png")
 
 
-def _evaluate(eval_chunk, state: TrainState, eval_feed: feed_lib.EvalFeed) -> dict[str, Any]:
-    """Loss/metric/count sums over a whole split (each ``(seeds,)`` for stacked states)."""
+def _evaluate(
+    eval_chunk, state: TrainState, eval_feed: feed_lib.EvalFeed, stop: StopRequest
+) -> dict[str, Any] | None:
+    """Loss/metric/count sums over a whole split (each ``(seeds,)`` for stacked states);
+    None when a stop was requested before the split was done."""
     total = {"loss": 0.0, "metric": 0.0, "count": 0}
     for images, labels, num_valid in eval_feed.chunks():
+        if stop.requested:
+            return None
         sums = jax.device_get(eval_chunk(state, images, labels, num_valid))
         total = {k: total[k] + np.asarray(sums[k], np.float64) for k in total}
     return total
+
+
+def _split_metrics(sums: dict[str, dict[str, Any]], k: int | None, metric: str) -> dict:
+    """The record's ``SPLIT_loss``/``SPLIT_<metric>`` of every split in ``sums``, and
+    ``skipped_steps``, for seed ``k`` of stacked sums (None: one run)."""
+    record = {}
+    for split, split_sums in sums.items():
+        one = split_sums if k is None else _seed_slice(split_sums, k)
+        count = one["count"] or np.nan  # NaN for an epoch whose every step was skipped
+        record[f"{split}_loss"] = float(one["loss"] / count)
+        record[f"{split}_{metric}"] = float(one["metric"] / count)
+    train = sums["train"] if k is None else _seed_slice(sums["train"], k)
+    record["skipped_steps"] = int(train["skipped"])
+    return record
 
 
 def _train_postfix(
