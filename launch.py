@@ -48,8 +48,6 @@ from cnnjax.training import (
     train_and_evaluate,
     validate,
 )
-from cnnjax.training import augment as augment_lib
-from cnnjax.training import data as data_lib
 from cnnjax.training.errors import (
     DatasetUnavailableError,
     DivergedError,
@@ -60,7 +58,7 @@ from cnnjax.training.errors import (
     WorkdirError,
     WorkdirLockedError,
 )
-from cnnjax.training.step import Preprocess
+from cnnjax.training.inputs import build_inputs, check_model
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
@@ -108,7 +106,7 @@ def exit_status_table() -> str:
 
 
 def _doc_line(cls: type) -> str:
-    return " ".join(cls.__doc__.split())
+    return " ".join(cls.__doc__.split()).replace("``", "`")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -283,17 +281,13 @@ def _run_sweep(args: argparse.Namespace, overrides: list[str], sweep_flags: list
 
 def _run_tools(args: argparse.Namespace, config, workdir: str) -> int:
     """--summary / --visualize / --gradcheck, on the experiment's first test images."""
-    try:
-        dataset = augment_lib.distort_test(data_lib.load(config.dataset), config)
-    except DatasetUnavailableError as e:
-        raise DatasetUnavailableError(
-            f"the tools read test images of the experiment's dataset: {e}"
-        ) from e
-    preprocess = Preprocess(config.dataset.mean, config.dataset.std, config.dataset.pad)
+    inputs = build_inputs(config)
+    model = models.get(config.model.name, **config.model.kwargs.to_dict())
+    check_model(model, config.model.name, inputs)
     status = analysis.run_tools(
-        models.get(config.model.name, **config.model.kwargs.to_dict()),
-        preprocess(dataset.test.images[:2]),
-        dataset.test.labels[:2],
+        model,
+        inputs.preprocess(inputs.dataset.test.images[:2]),
+        inputs.dataset.test.labels[:2],
         seed=config.seed,
         summary=args.summary,
         visualize_dir=workdir if args.visualize else None,

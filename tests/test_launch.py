@@ -160,3 +160,73 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, capsy
     assert launch.main(relaunch) == 0
     assert f"Resumed from checkpoint at step {stopped_at:,}" in capsys.readouterr().out
     assert json.loads((workdir / "summary.json").read_text())["steps"] == end
+
+
+DIGITS = ["--exp", "digits_lenet", "--config.total_epochs=None", "--config.total_steps=3"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "error", "message"),
+    [
+        (
+            ["--config.dataset.name=mnistt", "--config.dataset.download=False"],
+            "ConfigError",
+            "unknown dataset 'mnistt'. Did you mean 'mnist'",
+        ),
+        (
+            ["--config.model.name=conv3d_clips"],
+            "ModelInputError",
+            "model 'conv3d_clips' cannot take the inputs of dataset 'sklearn_digits', shaped "
+            "(1, 16, 16, 1): `x` must be a batch of clips (N, T, H, W, C); got shape "
+            "(1, 16, 16, 1)",
+        ),
+        (
+            ["--config.model.name=conv3d_clips", "--summary"],
+            "ModelInputError",
+            "shaped (1, 16, 16, 1): `x` must be a batch of clips (N, T, H, W, C)",
+        ),
+        (
+            ["--config.model.kwargs.num_classes=7"],
+            "ModelInputError",
+            "model outputs (1, 7) for input (1, 16, 16, 1), but the dataset has 10 classes",
+        ),
+        (["--config.label_smoothing=2.0"], "ConfigError", "label_smoothing must be a finite"),
+        (
+            ["--config.optimizer.base_lr=1e30", "--config.schedule.warmup_epochs=None"],
+            "DivergedError",
+            "non-finite loss, gradient norm and parameters after the update at step 2;",
+        ),
+    ],
+)
+def test_each_user_error_is_one_line_with_its_exit_status(argv, error, message, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    status = launch.main([*DIGITS, "--workdir", str(workdir), *argv])
+    assert status == launch.EXIT_CODES[getattr(launch, error)]
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+
+
+def test_debug_adds_the_traceback(tmp_path, capsys):
+    argv = [*DIGITS, "--workdir", str(tmp_path / "run"), "--config.model.name=conv3d_clips"]
+    assert launch.main([*argv, "--debug"]) == launch.EXIT_CODES[launch.ModelInputError]
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: model")
+
+
+def test_a_failed_gradient_check_has_its_own_exit_status(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(launch.analysis, "run_tools", lambda *a, **k: 1)
+    argv = [*DIGITS, "--workdir", str(tmp_path / "run"), "--gradcheck"]
+    assert launch.main(argv) == launch.EXIT_CODES[launch.GradcheckFailedError] == 11
+    assert "gradient check of 'lenet5' failed" in capsys.readouterr().err
+
+
+def test_every_error_type_has_one_exit_status_and_the_readme_prints_the_table():
+    from cnnjax.training import errors
+
+    kinds = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
+    assert set(kinds) == set(launch.EXIT_CODES)
+    codes = [*launch.EXIT_CODES.values(), 0, launch.INTERNAL_ERROR, launch.SWEEP_FAILED]
+    assert len(set(codes)) == len(codes)
+    assert launch.exit_status_table() in (ROOT / "README.md").read_text()

@@ -28,7 +28,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from cnnjax.training.errors import DatasetUnavailableError, did_you_mean
+from cnnjax.training.errors import ConfigError, DatasetUnavailableError, did_you_mean
 
 # Decode this many records per call of the data source, so that peak memory holds one
 # chunk of Python objects rather than a whole split of them.
@@ -169,7 +169,7 @@ def _builder(name: str, data_dir: str | None):
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         known = [*tfds.list_builders(with_community_datasets=False), *IN_MEMORY]
-        raise ValueError(
+        raise ConfigError(
             f"unknown dataset {name!r}.{did_you_mean(name, known)} Use a tensorflow-datasets "
             f"name (see tfds.list_builders()) or one of: {', '.join(IN_MEMORY)}."
         ) from None

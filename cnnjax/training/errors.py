@@ -42,7 +42,8 @@ class NoVerifiedCheckpointError(RuntimeError):
 
 
 class DivergedError(RuntimeError):
-    """Training produced a non-finite loss or gradient norm (``on_nonfinite="stop"``)."""
+    """A train step gave a non-finite loss, gradient norm or parameters
+    (``on_nonfinite="stop"``); nothing after the last good checkpoint was saved."""
 
 
 class GradcheckFailedError(RuntimeError):

@@ -43,9 +43,7 @@ from tqdm import tqdm
 
 import cnnjax
 from cnnjax import models
-from cnnjax.analysis.summary import format_table, layer_rows
-from cnnjax.training import augment as augment_lib
-from cnnjax.training import data as data_lib
+from cnnjax.analysis.summary import format_table
 from cnnjax.training import feed as feed_lib
 from cnnjax.training import optim
 from cnnjax.training import tasks as tasks_lib
@@ -53,6 +51,7 @@ from cnnjax.training import workdir as workdir_lib
 from cnnjax.training.checkpoint import Checkpoints, SaveSchedule, restore_newest_verified
 from cnnjax.training.config import steps, validate
 from cnnjax.training.errors import ConfigError, DivergedError
+from cnnjax.training.inputs import build_inputs, check_model
 from cnnjax.training.metrics import MetricsLog, plot_learning_curves, summarize, write_json
 from cnnjax.training.signals import StopRequest
 from cnnjax.training.step import (
@@ -136,7 +135,7 @@ def train_and_evaluate(
     # ------------------------------------------------------------------ work directories
     # Locked before anything is written; an incompatible earlier run is refused (or, with
     # restart, set aside) before anything is written either.
-    # A stop requested from here on is honoured from the first train call on.
+    # A stop requested from here on is honoured after the first train call.
     with workdir_lib.locked(run_dirs), workdir_lib.write_errors(), StopRequest() as stop:
         for run_dir, config_dict in zip(run_dirs, config_dicts, strict=True):
             if not restart:
@@ -167,7 +166,8 @@ def _train(
     task = tasks_lib.make_task(config)
 
     # ------------------------------------------------------------------ data
-    dataset = augment_lib.distort_test(data_lib.load(config.dataset), config)
+    inputs = build_inputs(config)
+    dataset, preprocess, augment = inputs.dataset, inputs.preprocess, inputs.augment
     mesh = Mesh(np.array(jax.devices()), ("data",))
     batch_sharding = NamedSharding(mesh, P("data"))
     replicated = NamedSharding(mesh, P())
@@ -214,15 +214,8 @@ def _train(
 
     # ------------------------------------------------------------------ model
     model = models.get(config.model.name, **config.model.kwargs.to_dict())
-    preprocess = Preprocess(config.dataset.mean, config.dataset.std, config.dataset.pad)
-    augment = augment_lib.make_augment(config)
-    input_shape = jax.eval_shape(
-        functools.partial(preprocess.augmented, augment, jax.random.key(0)),
-        dataset.train.images[:1],
-    ).shape
-    rows = layer_rows(model, input_shape)
+    rows = check_model(model, config.model.name, inputs, task)
     print(f"Model {config.model.name!r}:\n{format_table(rows)}", flush=True)
-    _check_outputs(model, task, input_shape, dataset.num_classes)
 
     # ------------------------------------------------------------------ optimizer, steps
     schedule = optim.make_schedule(config, total_steps=total_steps, warmup_steps=warmup_steps)
@@ -255,7 +248,7 @@ def _train(
 
     # ------------------------------------------------------------------ init (shapes first)
     def fresh_state(key: jax.Array) -> TrainState:
-        return init_state(model, tx, key, jnp.zeros(input_shape, jnp.float32))
+        return init_state(model, tx, key, jnp.zeros(inputs.input_shape, jnp.float32))
 
     def with_shardings(tree):
         return jax.tree.map(
@@ -358,8 +351,6 @@ def _train(
     compiled: set[int] = set()  # chunk lengths whose train call is compiled already
     try:
         while step < total_steps or (ends_epoch(step) and not evaluated(step)):
-            if stop.requested:
-                stop_here(step)
             unevaluated = ends_epoch(step) and not evaluated(step)
             epoch = (step - 1 if unevaluated else step) // steps_per_epoch
             epoch_start = epoch * steps_per_epoch
@@ -619,17 +610,6 @@ def _check_divisible(config: ml_collections.ConfigDict, num_devices: int) -> Non
                 f"({num_devices}){' times microbatches' if parts != num_devices else ''}: "
                 "each batch is split evenly over them"
             )
-
-
-def _check_outputs(
-    model: flax.linen.Module, task: tasks_lib.Task, input_shape: tuple[int, ...], classes: int
-) -> None:
-    def apply(x):
-        variables = model.init(jax.random.key(0), x, train=False)
-        return model.apply(variables, x, train=False)
-
-    out = jax.eval_shape(apply, jax.ShapeDtypeStruct(input_shape, jnp.float32))
-    task.check_outputs(out.shape, input_shape, classes)
 
 
 def _save_reconstructions(
