@@ -9,6 +9,8 @@ count, as they do for a user:
   point with 8 seeds;
 - ``mnist_lenet`` shortened to 2 epochs: the ``pooling`` sweep's ``max`` point (the plain
   ``mnist_lenet`` network) with 8 seeds (needs MNIST: ``TFDS_DATA_DIR``);
+- ``slot_cnn`` (12 k params, 2.7 MFLOPs per image) on 10,000 MNIST images for one epoch:
+  the ``slot_conv`` sweep's baseline point;
 - ``tf_tutorial_cnn`` (3.3 M params, 28 MFLOPs per image) on 5,000 MNIST images for one
   epoch: the ``dropout`` sweep's baseline point, a model where the step's arithmetic, not
   its overhead, dominates.
@@ -40,6 +42,10 @@ CONFIGS = {
     "mnist_lenet (2 epochs)": [
         "--sweep", "pooling", "--sweep.only=max",
         "--config.total_epochs=2", "--config.schedule.warmup_epochs=0.4",
+    ],
+    "slot_cnn (10,000 images, 1 epoch)": [
+        "--sweep", "slot_conv", "--sweep.only=standard", "--config.dataset.train_split=train[:10000]",
+        "--config.total_epochs=1", "--config.schedule.warmup_epochs=0.2",
     ],
     "tf_tutorial_cnn (5,000 images, 1 epoch)": [
         "--sweep", "dropout", "--sweep.only=0.5", "--config.dataset.train_split=train[:5000]",
