@@ -126,6 +126,14 @@ def test_malformed_override(arg):
         config_lib.apply_overrides(mnist(), [arg])
 
 
+def test_an_unknown_augment_field_is_refused_not_dropped():
+    config = mnist()
+    with config.unlocked():
+        config.augment.max_shfit = 3  # as an experiment file could misspell it
+    with pytest.raises(ConfigError, match=r"augment.max_shfit .* Did you mean 'max_shift'"):
+        config_lib.validate(config, models=models.available())
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

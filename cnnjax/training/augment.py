@@ -26,6 +26,7 @@ import numpy as np
 
 from cnnjax.training.clips import moving_clips
 from cnnjax.training.data import Dataset, Split
+from cnnjax.training.errors import ConfigError, did_you_mean
 
 
 def none(key: jax.Array, x: jax.Array) -> jax.Array:
@@ -131,6 +132,24 @@ AUGMENTATIONS: dict[str, Callable[..., jax.Array]] = {
     "random_affine": random_affine,
     "moving_clips": moving_clips,
 }
+
+
+# Fields of config.augment that no augmentation function takes.
+_SHARED_FIELDS = ("name", "distort_test", "test_seed")
+
+
+def check_fields(augment: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for a field of ``config.augment`` that no augmentation takes
+    (a misspelt field would otherwise be dropped silently by :func:`make_augment`)."""
+    known = {*_SHARED_FIELDS}
+    for fn in AUGMENTATIONS.values():
+        known |= set(list(inspect.signature(fn).parameters)[2:])  # after (key, x)
+    for field in augment:
+        if field not in known:
+            raise ConfigError(
+                f"augment.{field} is not a field of any augmentation."
+                f"{did_you_mean(field, known)} Fields: {', '.join(sorted(known))}."
+            )
 
 
 def make_augment(config: ml_collections.ConfigDict) -> Callable[[jax.Array, jax.Array], jax.Array]:

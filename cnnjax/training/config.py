@@ -187,6 +187,7 @@ def validate(config: ml_collections.ConfigDict, *, models: Sequence[str]) -> Non
     _check_choice("optimizer.name", config.optimizer.name, optim.OPTIMIZERS)
     _check_choice("schedule.name", config.schedule.name, optim.SCHEDULES)
     _check_choice("augment.name", config.augment.name, augment.AUGMENTATIONS)
+    augment.check_fields(config.augment)
     _check_choice("dataset.placement", config.dataset.placement, feed.PLACEMENTS)
     positive = ("batch_size", "eval_batch_size", "steps_per_call", "microbatches",
                 "optimizer.base_batch_size", "checkpoint.every_epochs",

@@ -44,8 +44,8 @@ from tqdm import tqdm
 import cnnjax
 from cnnjax import models
 from cnnjax.analysis.summary import format_table
+from cnnjax.training import console, optim
 from cnnjax.training import feed as feed_lib
-from cnnjax.training import optim
 from cnnjax.training import tasks as tasks_lib
 from cnnjax.training import workdir as workdir_lib
 from cnnjax.training.checkpoint import Checkpoints, SaveSchedule, restore_newest_verified
@@ -411,7 +411,7 @@ def _train(
                 run_records.append(record)
                 log.append(record)
                 prefix = f"seed {seed_list[k]}: " if stacked else ""
-                print(prefix + _epoch_line(record, num_epochs, task), flush=True)
+                print(prefix + console.epoch_line(record, num_epochs, task), flush=True)
             # ------------------------------------------------------------ checkpoint
             if (epoch + 1) % config.checkpoint.every_epochs == 0 or step == total_steps:
                 save_all(step, [r[-1][f"{select}_{metric}"] for r in records])
@@ -451,7 +451,7 @@ def _train(
         summary["workdir"] = str(run_dir)
         summary["devices"] = [str(d) for d in jax.devices()]
         write_json(run_dir / "summary.json", summary)
-        print(_final_report(summary, run_dir, task), flush=True)
+        print(console.final_report(summary, run_dir, task), flush=True)
         summaries.append(summary)
     return summaries if stacked else summaries[0]
 
@@ -588,7 +588,7 @@ class _EpochProgress:
         now = time.perf_counter()
         if not self._bar.disable and now - self._refreshed > _PROGRESS_REFRESH_SECONDS:
             self._refreshed = now
-            self._bar.set_postfix_str(_train_postfix(sums, self._task, *self.steady()))
+            self._bar.set_postfix_str(console.train_postfix(sums, self._task, *self.steady()))
 
     def steady(self) -> tuple[int, float]:
         """(images, seconds) of the train calls so far that did not compile."""
@@ -652,55 +652,6 @@ def _split_metrics(sums: dict[str, dict[str, Any]], k: int | None, metric: str) 
     train = sums["train"] if k is None else _seed_slice(sums["train"], k)
     record["skipped_steps"] = int(train["skipped"])
     return record
-
-
-def _train_postfix(
-    sums: dict[str, jax.Array], task: tasks_lib.Task, images: int, seconds: float
-) -> str:
-    sums = {k: np.sum(v) for k, v in jax.device_get(sums).items()}  # over seeds, if stacked
-    count = max(int(sums["count"]), 1)
-    speed = f", {images / seconds:,.0f} img/s" if seconds > 0 and images else ""
-    return (
-        f"loss {sums['loss'] / count:.4f}, {task.metric} "
-        f"{task.format(sums['metric'] / count)}{speed}"
-    )
-
-
-def _epoch_line(r: dict[str, Any], num_epochs: int, task: tasks_lib.Task) -> str:
-    speed = r["steady_images"] / r["steady_seconds"] if r["steady_seconds"] > 0 else 0.0
-    m = task.metric
-    splits = "  ".join(
-        f"{split} loss {r[f'{split}_loss']:.4f} {m} {task.format(r[f'{split}_{m}'])}"
-        for split in ("train", "val", "test")
-        if f"{split}_loss" in r
-    )
-    return (
-        f"epoch {r['epoch']:>3}/{num_epochs}  step {r['step']:>7,}  lr {r['lr']:.2e}  "
-        f"{splits}  {speed:,.0f} img/s  {r['elapsed_seconds']:.1f}s"
-    )
-
-
-def _final_report(s: dict[str, Any], workdir: Path, task: tasks_lib.Task) -> str:
-    m = task.metric
-    to_target = (
-        f"{s['seconds_to_target']:.1f}s" if s["seconds_to_target"] is not None else "not reached"
-    )
-    target = s[f"target_{m}"]
-    speed = s["train_images_per_second"]
-    extra = ", reconstructions.png" if isinstance(task, tasks_lib.Reconstruction) else ""
-    lines = [
-        f"Final test {m} {task.format(s[f'final_test_{m}'])} "
-        f"(best {task.format(s[f'best_test_{m}'])} at epoch {s['best_epoch']})"
-        if s[f"final_test_{m}"] is not None
-        else "No epoch finished.",
-        f"Trained {s['steps']:,} steps in {s['train_seconds']:.1f}s"
-        + (f", {speed:,.0f} img/s steady state" if speed else "")
-        + (f"; time to test {m} {task.format(target)}: {to_target}" if target else "")
-        + ".",
-        f"Outputs in {workdir}/: config.json, metrics.jsonl, summary.json, "
-        f"learning_curves.png{extra}, tensorboard/, checkpoints/",
-    ]
-    return "\n".join(lines)
 
 
 @functools.cache
