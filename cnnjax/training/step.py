@@ -166,7 +166,8 @@ def make_train_step(
 
     The update is applied only when the step's mean loss, global gradient norm and new
     parameters are finite (and, with ``on_nonfinite="stop"``, no earlier step was not): otherwise
-    params, batch statistics, optimizer state and the metric sums stay as they were,
+    params, batch statistics and the metric sums stay as they were (with ``skip_step``
+    the optimizer state takes a zero gradient instead of a non-finite one),
     ``sums["skipped"]`` counts the step and ``state.guard`` records the first such step.
     The step counter always advances, so data order and keys stay those of the step.
 
@@ -213,15 +214,20 @@ def make_train_step(
         mean = lambda *a: sum(a[1:], a[0]) / microbatches  # noqa: E731
         loss, grads, batch_stats = (jax.tree.map(mean, *[p[j] for p in parts]) for j in (0, 1, 2))
         step_sums = jax.tree.map(lambda *a: sum(a[1:], a[0]), *[p[3] for p in parts])
+        # The optimizer state is always the new one, never selected against the old, and
+        # with "stop" the gradient reaches it untouched: selecting either changes how XLA
+        # compiles the update, and its float rounding, against a step without the guard.
+        # A stopped run saves nothing after its first non-finite step, so its state does
+        # not matter; with "skip_step" a non-finite gradient would stay in the optimizer's
+        # moments for good, so the optimizer gets zeros instead.
+        checks = {"loss": jnp.isfinite(loss), "grad_norm": jnp.isfinite(optax.tree.norm(grads))}
+        usable = checks["loss"] & checks["grad_norm"]
+        if on_nonfinite == "skip_step":
+            grads = jax.tree.map(lambda g: jnp.where(usable, g, jnp.zeros_like(g)), grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
         # An update can overflow the parameters while loss and gradient are still finite.
-        checks = {
-            "loss": jnp.isfinite(loss),
-            "grad_norm": jnp.isfinite(optax.tree.norm(grads)),
-            "params": _all_finite(params),
-        }
-        finite = checks["loss"] & checks["grad_norm"] & checks["params"]
+        checks["params"] = _all_finite(optax.apply_updates(state.params, updates))
+        finite = usable & checks["params"]
         clean = state.guard["nonfinite_step"] < 0  # no non-finite step so far
         apply = finite if on_nonfinite == "skip_step" else finite & clean
         record = ~finite & clean  # the first non-finite step
@@ -229,18 +235,15 @@ def make_train_step(
         def where(condition, new, old):
             return jax.tree.map(lambda a, b: jnp.where(condition, a, b.astype(a.dtype)), new, old)
 
+        kept = jax.tree.map(lambda u: jnp.where(apply, u, jnp.zeros_like(u)), updates)
         sums = where(apply, jax.tree.map(jnp.add, state.sums, step_sums), state.sums)
         return state.replace(
             step=state.step + 1,
-            params=where(apply, params, state.params),
+            params=optax.apply_updates(state.params, kept),
             batch_stats=where(apply, batch_stats, state.batch_stats),
-            opt_state=where(apply, opt_state, state.opt_state),
+            opt_state=opt_state,
             sums={**sums, "skipped": state.sums["skipped"] + (~apply).astype(jnp.int32)},
-            guard=where(
-                record,
-                {"nonfinite_step": state.step, **checks},
-                state.guard,
-            ),
+            guard=where(record, {"nonfinite_step": state.step, **checks}, state.guard),
         )
 
     return train_step
