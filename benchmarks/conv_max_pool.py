@@ -58,11 +58,18 @@ def main() -> None:
     args = p.parse_args()
     variants = {"conv_max_pool": fused, "conv, max_pool": two_ops, "lax": textbook}
     device = jax.devices()[0]
-    print(f"LeNet-5 conv + ReLU + max-pool layers, forward+backward, batch {args.batch}, "
-          f"{args.steps} per lax.scan, median of {args.repeats}, jax {jax.__version__}, "
-          f"{device.platform} ({device.device_kind})\n")
-    print("| layer | " + " | ".join(f"{v} ms/step" for v in variants) + " | "
-          + " | ".join(f"{v} / conv_max_pool" for v in list(variants)[1:]) + " |")
+    print(
+        f"LeNet-5 conv + ReLU + max-pool layers, forward+backward, batch {args.batch}, "
+        f"{args.steps} per lax.scan, median of {args.repeats}, jax {jax.__version__}, "
+        f"{device.platform} ({device.device_kind})\n"
+    )
+    print(
+        "| layer | "
+        + " | ".join(f"{v} ms/step" for v in variants)
+        + " | "
+        + " | ".join(f"{v} / conv_max_pool" for v in list(variants)[1:])
+        + " |"
+    )
     print("|---|" + "---:|" * (2 * len(variants) - 1))
     rng = np.random.default_rng(0)
     for name, (shape, kernel, padding) in LAYERS.items():
@@ -74,9 +81,10 @@ def main() -> None:
             np.testing.assert_allclose(fn(x, w, b, padding), reference, rtol=1e-4, atol=1e-4)
         # conv1 reads the images, whose gradient a training step never needs.
         argnums = (0, 1, 2) if shape[-1] > 1 else (1, 2)
-        fns = {v: fwd_bwd_in_loop(functools.partial(fn, padding=padding), 3, args.steps,
-                                  argnums)
-               for v, fn in variants.items()}
+        fns = {
+            v: fwd_bwd_in_loop(functools.partial(fn, padding=padding), 3, args.steps, argnums)
+            for v, fn in variants.items()
+        }
         times = {v: [] for v in variants}
         for repeat in range(args.repeats + 2):
             for v, fn in fns.items():
@@ -86,8 +94,13 @@ def main() -> None:
                     times[v].append(1e3 * (time.perf_counter() - start) / args.steps)
         ms = {v: statistics.median(t) for v, t in times.items()}
         base = ms["conv_max_pool"]
-        print(f"| {name} | " + " | ".join(f"{t:.2f}" for t in ms.values()) + " | "
-              + " | ".join(f"{ms[v] / base:.2f}" for v in list(variants)[1:]) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(f"{t:.2f}" for t in ms.values())
+            + " | "
+            + " | ".join(f"{ms[v] / base:.2f}" for v in list(variants)[1:])
+            + " |"
+        )
 
 
 if __name__ == "__main__":

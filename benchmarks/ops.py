@@ -52,16 +52,24 @@ class Row:
 def lax_conv(x, w, *, stride=1, padding="SAME", dilation=1, groups=1, lhs_dilation=None):
     """The textbook ``lax.conv_general_dilated`` call for a 2-D channels-last conv."""
     return lax.conv_general_dilated(
-        x, w, (stride, stride), padding, lhs_dilation=lhs_dilation,
-        rhs_dilation=(dilation, dilation), dimension_numbers=DIMS, feature_group_count=groups)
+        x,
+        w,
+        (stride, stride),
+        padding,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=(dilation, dilation),
+        dimension_numbers=DIMS,
+        feature_group_count=groups,
+    )
 
 
 def lax_conv_transpose(y, w):
     """Stride-2 SAME transposed conv (the vjp of the SAME conv of a 2x larger input), written
     with ``lax.conv_transpose``: for a 3x3 kernel that forward padding is (0, 1), so the
     stride-dilated ``y`` is padded by (k - 1 - 0, k - 1 - 1) = (2, 1)."""
-    return lax.conv_transpose(y, w, (2, 2), ((2, 1), (2, 1)), dimension_numbers=DIMS,
-                              transpose_kernel=True)
+    return lax.conv_transpose(
+        y, w, (2, 2), ((2, 1), (2, 1)), dimension_numbers=DIMS, transpose_kernel=True
+    )
 
 
 def lax_avg_pool_2x2(x):
@@ -89,26 +97,65 @@ def build_rows(n: int, size: int, c: int) -> list[Row]:
     mask = jax.nn.sigmoid(normal(n, size, size, 9))
     return [
         Row("conv 3x3", ops.conv, (x, w), lax_conv, (x, w)),
-        Row("conv 3x3 stride 2", lambda x, w: ops.conv(x, w, stride=2), (x, w),
-            lambda x, w: lax_conv(x, w, stride=2), (x, w)),
-        Row("conv 3x3 dilation 2", lambda x, w: ops.conv(x, w, dilation=2), (x, w),
-            lambda x, w: lax_conv(x, w, dilation=2), (x, w)),
-        Row("grouped conv 3x3, groups=4", lambda x, w: ops.conv(x, w, groups=4), (x, w_g4),
-            lambda x, w: lax_conv(x, w, groups=4), (x, w_g4)),
-        Row("depthwise conv 3x3", ops.depthwise_conv, (x, w_dw),
-            lambda x, w: lax_conv(x, w, groups=c), (x, w_dw)),
-        Row("separable conv 3x3", ops.separable_conv, (x, w_dw, w_pw),
-            lambda x, wd, wp: lax_conv(lax_conv(x, wd, groups=c), wp), (x, w_dw, w_pw)),
-        Row("spatially separable 3x1+1x3", ops.spatially_separable_conv2d, (x, w_col, w_row),
-            lambda x, wc, wr: lax_conv(lax_conv(x, wc), wr), (x, w_col, w_row)),
-        Row("conv_transpose 3x3 stride 2", lambda y, w: ops.conv_transpose(
-            y, w, stride=2, padding="SAME"), (y_half, w), lax_conv_transpose, (y_half, w)),
+        Row(
+            "conv 3x3 stride 2",
+            lambda x, w: ops.conv(x, w, stride=2),
+            (x, w),
+            lambda x, w: lax_conv(x, w, stride=2),
+            (x, w),
+        ),
+        Row(
+            "conv 3x3 dilation 2",
+            lambda x, w: ops.conv(x, w, dilation=2),
+            (x, w),
+            lambda x, w: lax_conv(x, w, dilation=2),
+            (x, w),
+        ),
+        Row(
+            "grouped conv 3x3, groups=4",
+            lambda x, w: ops.conv(x, w, groups=4),
+            (x, w_g4),
+            lambda x, w: lax_conv(x, w, groups=4),
+            (x, w_g4),
+        ),
+        Row(
+            "depthwise conv 3x3",
+            ops.depthwise_conv,
+            (x, w_dw),
+            lambda x, w: lax_conv(x, w, groups=c),
+            (x, w_dw),
+        ),
+        Row(
+            "separable conv 3x3",
+            ops.separable_conv,
+            (x, w_dw, w_pw),
+            lambda x, wd, wp: lax_conv(lax_conv(x, wd, groups=c), wp),
+            (x, w_dw, w_pw),
+        ),
+        Row(
+            "spatially separable 3x1+1x3",
+            ops.spatially_separable_conv2d,
+            (x, w_col, w_row),
+            lambda x, wc, wr: lax_conv(lax_conv(x, wc), wr),
+            (x, w_col, w_row),
+        ),
+        Row(
+            "conv_transpose 3x3 stride 2",
+            lambda y, w: ops.conv_transpose(y, w, stride=2, padding="SAME"),
+            (y_half, w),
+            lax_conv_transpose,
+            (y_half, w),
+        ),
         Row("max_pool 2x2", lambda x: ops.max_pool(x, 2), (x,), lax_max_pool_2x2, (x,)),
         Row("avg_pool 2x2", lambda x: ops.avg_pool(x, 2), (x,), lax_avg_pool_2x2, (x,)),
-        Row("deformable_conv2d v2 3x3 (vs plain conv)",
+        Row(
+            "deformable_conv2d v2 3x3 (vs plain conv)",
             lambda x, o, w, m: ops.deformable_conv2d(x, o, w, mask=m, padding=1),
-            (x, offsets, w, mask), lambda x, w: lax_conv(x, w, padding=((1, 1), (1, 1))),
-            (x, w), same_maths=False),
+            (x, offsets, w, mask),
+            lambda x, w: lax_conv(x, w, padding=((1, 1), (1, 1))),
+            (x, w),
+            same_maths=False,
+        ),
     ]
 
 
@@ -162,8 +209,10 @@ def check_same_output(row: Row) -> None:
 
 
 def speed_table(rows: Sequence[Row], repeats: int) -> str:
-    lines = ["| op | cnnjax ms | direct lax ms | ratio | cnnjax temp MiB | direct temp MiB |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| op | cnnjax ms | direct lax ms | ratio | cnnjax temp MiB | direct temp MiB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         if row.same_maths:
             check_same_output(row)
@@ -172,19 +221,24 @@ def speed_table(rows: Sequence[Row], repeats: int) -> str:
         t_ours, t_direct = time_pair(ours, row.ours_args, direct, row.direct_args, repeats)
         lines.append(
             f"| {row.name} | {t_ours:.2f} | {t_direct:.2f} | {t_ours / t_direct:.2f} | "
-            f"{temp_mib(ours, row.ours_args):.1f} | {temp_mib(direct, row.direct_args):.1f} |")
+            f"{temp_mib(ours, row.ours_args):.1f} | {temp_mib(direct, row.direct_args):.1f} |"
+        )
     return "\n".join(lines)
 
 
 def loop_table(rows: Sequence[Row], steps: int, repeats: int) -> str:
-    lines = ["| op, inside lax.scan | cnnjax ms/step | direct lax ms/step | ratio |",
-             "|---|---:|---:|---:|"]
+    lines = [
+        "| op, inside lax.scan | cnnjax ms/step | direct lax ms/step | ratio |",
+        "|---|---:|---:|---:|",
+    ]
     for row in rows:
         ours = fwd_bwd_in_loop(row.ours, len(row.ours_args), steps)
         direct = fwd_bwd_in_loop(row.direct, len(row.direct_args), steps)
         t_ours, t_direct = time_pair(ours, row.ours_args, direct, row.direct_args, repeats)
-        lines.append(f"| {row.name} | {t_ours / steps:.2f} | {t_direct / steps:.2f} | "
-                     f"{t_ours / t_direct:.2f} |")
+        lines.append(
+            f"| {row.name} | {t_ours / steps:.2f} | {t_direct / steps:.2f} | "
+            f"{t_ours / t_direct:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -192,15 +246,19 @@ def deformable_memory_table(row: Row) -> str:
     x, _, w, _ = row.ours_args
     n, h, wd, c_in = x.shape
     sampling = n * h * wd * w.shape[0] * w.shape[1] * c_in * x.dtype.itemsize / MIB
-    lines = ["| computation | forward temp MiB | forward+backward temp MiB |",
-             "|---|---:|---:|"]
-    for name, fn, args in (("deformable_conv2d v2", row.ours, row.ours_args),
-                           ("plain conv", row.direct, row.direct_args)):
+    lines = ["| computation | forward temp MiB | forward+backward temp MiB |", "|---|---:|---:|"]
+    for name, fn, args in (
+        ("deformable_conv2d v2", row.ours, row.ours_args),
+        ("plain conv", row.direct, row.direct_args),
+    ):
         forward = jax.jit(fn)
-        lines.append(f"| {name} | {temp_mib(forward, args):.1f} | "
-                     f"{temp_mib(fwd_bwd(fn, len(args)), args):.1f} |")
-    lines.append(f"\nOne (N, H_out, W_out, kh*kw*C_in) float32 sampling tensor: "
-                 f"{sampling:.1f} MiB.")
+        lines.append(
+            f"| {name} | {temp_mib(forward, args):.1f} | "
+            f"{temp_mib(fwd_bwd(fn, len(args)), args):.1f} |"
+        )
+    lines.append(
+        f"\nOne (N, H_out, W_out, kh*kw*C_in) float32 sampling tensor: {sampling:.1f} MiB."
+    )
     return "\n".join(lines)
 
 
@@ -214,9 +272,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = build_rows(args.batch, args.size, args.channels)
     device = jax.devices()[0]
-    print(f"cnnjax ops, forward+backward, N={args.batch}, {args.size}x{args.size}, "
-          f"{args.channels}->{args.channels} channels, float32, jax {jax.__version__}, "
-          f"{device.platform} ({device.device_kind}), median of {args.repeats}\n")
+    print(
+        f"cnnjax ops, forward+backward, N={args.batch}, {args.size}x{args.size}, "
+        f"{args.channels}->{args.channels} channels, float32, jax {jax.__version__}, "
+        f"{device.platform} ({device.device_kind}), median of {args.repeats}\n"
+    )
     print(speed_table(rows, args.repeats))
     print()
     plain_convs = [row for row in rows if row.name.startswith("conv 3x3")]

@@ -44,7 +44,8 @@ CONFIGS = {
         "--config.total_epochs=2", "--config.schedule.warmup_epochs=0.4",
     ],
     "slot_cnn (10,000 images, 1 epoch)": [
-        "--sweep", "slot_conv", "--sweep.only=standard", "--config.dataset.train_split=train[:10000]",
+        "--sweep", "slot_conv", "--sweep.only=standard",
+        "--config.dataset.train_split=train[:10000]",
         "--config.total_epochs=1", "--config.schedule.warmup_epochs=0.2",
     ],
     "tf_tutorial_cnn (5,000 images, 1 epoch)": [

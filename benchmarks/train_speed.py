@@ -46,9 +46,16 @@ def _load_mnist():
 
     from cnnjax.training import data
 
-    cfg = ml_collections.ConfigDict({"name": "mnist", "train_split": "train",
-                                     "test_split": "test", "data_dir": None, "cache_dir": None,
-                                     "download": False})
+    cfg = ml_collections.ConfigDict(
+        {
+            "name": "mnist",
+            "train_split": "train",
+            "test_split": "test",
+            "data_dir": None,
+            "cache_dir": None,
+            "download": False,
+        }
+    )
     return data.load(cfg)
 
 
@@ -110,12 +117,14 @@ def plain_flax(epochs: int) -> dict:
         order = rng.permutation(len(y_train))
         t0 = time.perf_counter()
         for i in range(len(order) // BATCH):
-            idx = order[i * BATCH:(i + 1) * BATCH]
+            idx = order[i * BATCH : (i + 1) * BATCH]
             params, opt_state = step(params, opt_state, x_train[idx], y_train[idx])
         jax.block_until_ready(params)
         rates.append((len(order) // BATCH) * BATCH / (time.perf_counter() - t0))
-        correct = sum(int(hits(params, x_test[i:i + 1000], y_test[i:i + 1000]))
-                      for i in range(0, len(y_test), 1000))
+        correct = sum(
+            int(hits(params, x_test[i : i + 1000], y_test[i : i + 1000]))
+            for i in range(0, len(y_test), 1000)
+        )
         accs.append(correct / len(y_test))
         times.append(time.perf_counter())
     return _report("plain Flax loop (jit per step)", rates, accs, times, start)
@@ -152,8 +161,12 @@ def pytorch(epochs: int, *, loader: bool) -> dict:
     to_t = lambda u8: (torch.from_numpy(u8).float().permute(0, 3, 1, 2) / 255 - 0.1307) / 0.3081  # noqa: E731
     x_train, y_train = to_t(ds.train.images), torch.from_numpy(ds.train.labels).long()
     x_test, y_test = to_t(ds.test.images), torch.from_numpy(ds.test.labels).long()
-    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_train, y_train),
-                                          batch_size=BATCH, shuffle=True, drop_last=True)
+    batches = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x_train, y_train),
+        batch_size=BATCH,
+        shuffle=True,
+        drop_last=True,
+    )
 
     def epoch_batches():
         if loader:
@@ -161,7 +174,7 @@ def pytorch(epochs: int, *, loader: bool) -> dict:
             return
         order = torch.randperm(len(y_train))
         for i in range(len(order) // BATCH):
-            idx = order[i * BATCH:(i + 1) * BATCH]
+            idx = order[i * BATCH : (i + 1) * BATCH]
             yield x_train[idx], y_train[idx]
 
     model = _torch_lenet()
@@ -208,7 +221,11 @@ def _in_subprocess(fn: str, epochs: int | None) -> dict:
     """Runs ``fn(epochs)`` of this file in a fresh interpreter, so its peak RSS is its own."""
     out = subprocess.run(
         [sys.executable, __file__, "--_run", fn, "--epochs", str(epochs or 0)],
-        check=True, capture_output=True, text=True, cwd=ROOT, env=os.environ,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=os.environ,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -219,15 +236,19 @@ def _fmt(v, spec):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=0,
-                   help="cnnjax epochs (0: the experiment's default)")
+    p.add_argument(
+        "--epochs", type=int, default=0, help="cnnjax epochs (0: the experiment's default)"
+    )
     p.add_argument("--baseline_epochs", type=int, default=12)
     p.add_argument("--_run", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._run:
-        fn = {"cnnjax": cnnjax_run, "flax": plain_flax,
-              "torch_loader": functools.partial(pytorch, loader=True),
-              "torch_indexed": functools.partial(pytorch, loader=False)}[args._run]
+        fn = {
+            "cnnjax": cnnjax_run,
+            "flax": plain_flax,
+            "torch_loader": functools.partial(pytorch, loader=True),
+            "torch_indexed": functools.partial(pytorch, loader=False),
+        }[args._run]
         result = fn(args.epochs or None)
         result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(json.dumps(result))
@@ -235,8 +256,10 @@ def main() -> None:
 
     import jax
 
-    rows = [_in_subprocess("cnnjax", args.epochs or None),
-            _in_subprocess("flax", args.baseline_epochs)]
+    rows = [
+        _in_subprocess("cnnjax", args.epochs or None),
+        _in_subprocess("flax", args.baseline_epochs),
+    ]
     try:
         import torch  # noqa: F401
 
@@ -244,14 +267,18 @@ def main() -> None:
         rows.append(_in_subprocess("torch_indexed", args.baseline_epochs))
     except ImportError:
         print("(PyTorch not installed: pip install -e '.[bench]' for its row)")
-    print(f"mnist_lenet training on {jax.devices()[0].device_kind} ({os.cpu_count()} cores), "
-          f"jax {jax.__version__}")
+    print(
+        f"mnist_lenet training on {jax.devices()[0].device_kind} ({os.cpu_count()} cores), "
+        f"jax {jax.__version__}"
+    )
     print("| run | epochs | images/s (steady) | s to 99% | final test acc | peak RSS GB |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['name']} | {r['epochs']} | {r['images_per_second']:,.0f} | "
-              f"{_fmt(r['seconds_to_99'], '.1f')} | {r['final_test_accuracy']:.2%} | "
-              f"{r['peak_rss_gb']:.2f} |")
+        print(
+            f"| {r['name']} | {r['epochs']} | {r['images_per_second']:,.0f} | "
+            f"{_fmt(r['seconds_to_99'], '.1f')} | {r['final_test_accuracy']:.2%} | "
+            f"{r['peak_rss_gb']:.2f} |"
+        )
     base = rows[0]["images_per_second"]
     for r in rows[1:]:
         print(f"cnnjax / {r['name']}: {base / r['images_per_second']:.2f}x images/s")

@@ -144,8 +144,7 @@ def check_grads(
     """
     args = _check_args(args)
     argnums = _check_argnums(argnums, len(args))
-    _check_settings(eps=eps, rtol=rtol, atol=atol, max_entries=max_entries,
-                    batch_size=batch_size)
+    _check_settings(eps=eps, rtol=rtol, atol=atol, max_entries=max_entries, batch_size=batch_size)
     names = _arg_names(f, len(args)) if arg_names is None else tuple(arg_names)
     if len(names) != len(args):
         raise ValueError(f"`arg_names` must name all {len(args)} arguments; got {names!r}")
@@ -171,8 +170,9 @@ def check_grads(
 
         diff_leaves = [leaves[k] for k in diff]
         _check_scalar_output(f, jax.eval_shape(g, diff_leaves))
-        samples = [_sample(leaves[k].size, max_entries, np.random.default_rng((seed, k)))
-                   for k in diff]
+        samples = [
+            _sample(leaves[k].size, max_entries, np.random.default_rng((seed, k))) for k in diff
+        ]
         # All leaves as one flat vector, so that one compiled function serves every leaf.
         flat, unravel = ravel_pytree(diff_leaves)
         starts = np.cumsum([0] + [leaf.size for leaf in diff_leaves])
@@ -188,8 +188,18 @@ def check_grads(
                 continue
             j = diff.index(k)
             part = slice(bounds[j], bounds[j + 1])
-            rows.append(_compare(label, original[k], leaves[k].shape, samples[j],
-                                 numeric[part], analytic[part], rtol, atol))
+            rows.append(
+                _compare(
+                    label,
+                    original[k],
+                    leaves[k].shape,
+                    samples[j],
+                    numeric[part],
+                    analytic[part],
+                    rtol,
+                    atol,
+                )
+            )
     return GradcheckReport(rows=tuple(rows), eps=eps, rtol=rtol, atol=atol, seed=seed)
 
 
@@ -219,8 +229,16 @@ def assert_grads_close(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Grad
 
 def format_report(report: GradcheckReport) -> str:
     """A per-leaf table with aligned columns, then one overall ``PASS``/``FAIL`` line."""
-    header = ("leaf", "shape", "dtype", "checked", "max abs err", "max rel err", "worst at",
-              "status")
+    header = (
+        "leaf",
+        "shape",
+        "dtype",
+        "checked",
+        "max abs err",
+        "max rel err",
+        "worst at",
+        "status",
+    )
     body = [_row_cells(row) for row in report.rows]
     widths = [max(len(cells[i]) for cells in [header, *body]) for i in range(len(header))]
 
@@ -233,8 +251,9 @@ def format_report(report: GradcheckReport) -> str:
     settings = f"rtol {report.rtol:g}, atol {report.atol:g}, eps {report.eps:g}"
     if report.passed:
         checked = sum(not row.skipped for row in report.rows)
-        lines.append(f"PASS: {_leaves(checked)} checked, max rel err "
-                     f"{report.max_rel_err:.2e} ({settings})")
+        lines.append(
+            f"PASS: {_leaves(checked)} checked, max rel err {report.max_rel_err:.2e} ({settings})"
+        )
     else:
         names = ", ".join(row.path for row in report.failed)
         lines.append(f"FAIL: {_leaves(len(report.failed))} above tolerance ({settings}): {names}")
@@ -301,9 +320,16 @@ def _compare(
 def _skipped_row(label: str, leaf: Any) -> LeafResult:
     shape = tuple(np.shape(leaf))
     return LeafResult(
-        path=label, shape=shape, dtype=_dtype_name(leaf),
-        size=int(np.prod(shape, dtype=np.int64)), checked=0, max_abs_err=0.0,
-        max_rel_err=0.0, worst_index=None, passed=True, skipped=True,
+        path=label,
+        shape=shape,
+        dtype=_dtype_name(leaf),
+        size=int(np.prod(shape, dtype=np.int64)),
+        checked=0,
+        max_abs_err=0.0,
+        max_rel_err=0.0,
+        worst_index=None,
+        passed=True,
+        skipped=True,
     )
 
 
@@ -312,8 +338,13 @@ def _row_cells(row: LeafResult) -> tuple[str, ...]:
     if row.skipped:
         return (row.path, shape, row.dtype, "-", "-", "-", "-", "skipped")
     return (
-        row.path, shape, row.dtype, f"{row.checked}/{row.size}",
-        f"{row.max_abs_err:.2e}", f"{row.max_rel_err:.2e}", str(row.worst_index),
+        row.path,
+        shape,
+        row.dtype,
+        f"{row.checked}/{row.size}",
+        f"{row.max_abs_err:.2e}",
+        f"{row.max_rel_err:.2e}",
+        str(row.worst_index),
         "pass" if row.passed else "FAIL",
     )
 
@@ -359,8 +390,7 @@ def _arg_names(f: Callable[..., Any], n: int) -> tuple[str, ...]:
         params = inspect.signature(f).parameters.values()
     except (TypeError, ValueError):
         params = []
-    positional = [p.name for p in params
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return tuple(positional[i] if i < len(positional) else f"arg{i}" for i in range(n))
 
 
@@ -385,8 +415,9 @@ def _check_argnums(argnums: int | Sequence[int] | None, n: int) -> tuple[int, ..
     return nums
 
 
-def _check_settings(*, eps: float, rtol: float, atol: float, max_entries: int,
-                    batch_size: int) -> None:
+def _check_settings(
+    *, eps: float, rtol: float, atol: float, max_entries: int, batch_size: int
+) -> None:
     if not eps > 0:
         raise ValueError(f"`eps` must be > 0; got {eps!r}")
     if not rtol > 0:

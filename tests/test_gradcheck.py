@@ -88,7 +88,12 @@ def test_pytree_args_paths_and_skipped_int_leaves():
     report = check_grads(f, (params, _rng_array((4, 3), seed=2), 3))
     rows = {row.path: row for row in report.rows}
     assert set(rows) == {
-        "params/dense/bias", "params/dense/kernel", "params/scale", "params/steps", "x", "n",
+        "params/dense/bias",
+        "params/dense/kernel",
+        "params/scale",
+        "params/steps",
+        "x",
+        "n",
     }
     assert report.passed
     assert rows["params/steps"].skipped and rows["params/steps"].checked == 0
@@ -97,8 +102,9 @@ def test_pytree_args_paths_and_skipped_int_leaves():
 
 
 def test_jitted_function_keeps_argument_names():
-    report = check_grads(jax.jit(lambda x, y: jnp.sum(x * jnp.sin(y))),
-                         (_rng_array(3), _rng_array(3, seed=1)))
+    report = check_grads(
+        jax.jit(lambda x, y: jnp.sum(x * jnp.sin(y))), (_rng_array(3), _rng_array(3, seed=1))
+    )
     assert report.passed
     assert [row.path for row in report.rows] == ["x", "y"]
 
@@ -134,8 +140,9 @@ def test_float32_inputs_are_checked_in_float64():
 
 def test_zero_true_gradient_passes_through_the_floor():
     # d/dx of sum(x * 0) is exactly 0 while f has a large value: only rounding noise remains.
-    report = check_grads(lambda x, y: jnp.sum(x * 0.0) + 1e6 * jnp.sum(y**2),
-                         (_rng_array(3), _rng_array(3)))
+    report = check_grads(
+        lambda x, y: jnp.sum(x * 0.0) + 1e6 * jnp.sum(y**2), (_rng_array(3), _rng_array(3))
+    )
     assert report.passed
 
 

@@ -89,15 +89,17 @@ def test_lenet5_output_and_intermediate_shapes():
 
     def forward(x):
         variables = model.init(KEY, x)
-        outputs = model.apply(variables, x, capture_intermediates=True,
-                              mutable=["intermediates"])
+        outputs = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
         return outputs, variables
 
     # Shapes only: trace, do not compute.
     (logits, state), variables = jax.eval_shape(forward, _images(3))
     assert logits.shape == (3, 10)
-    shapes = {name: out["__call__"][0].shape
-              for name, out in state["intermediates"].items() if name != "__call__"}
+    shapes = {
+        name: out["__call__"][0].shape
+        for name, out in state["intermediates"].items()
+        if name != "__call__"
+    }
     assert shapes == {
         "conv1": (3, 14, 14, 6),  # conv and 2x2 max-pool in one layer
         "conv2": (3, 5, 5, 16),
@@ -116,7 +118,7 @@ def _conv2d_ref(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int) -> np.nda
     out = np.zeros((x.shape[0], h, wd, w.shape[-1]))
     for i in range(kh):
         for j in range(kw):
-            out += x[:, i:i + h, j:j + wd, :] @ w[i, j]
+            out += x[:, i : i + h, j : j + wd, :] @ w[i, j]
     return out + b
 
 
@@ -174,8 +176,9 @@ def test_lenet5_jit_and_grad():
     model = models.get("lenet5")
     x = _images(4)
     variables = jax.jit(model.init)(KEY, x)
-    np.testing.assert_allclose(jax.jit(model.apply)(variables, x), model.apply(variables, x),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        jax.jit(model.apply)(variables, x), model.apply(variables, x), rtol=1e-5, atol=1e-6
+    )
     grads = jax.jit(jax.grad(lambda v: jnp.sum(model.apply(v, x) ** 2)))(variables)
     assert all(bool(jnp.any(g != 0)) for g in jax.tree.leaves(grads))
 

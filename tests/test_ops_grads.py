@@ -53,21 +53,39 @@ def _check(op, shapes: dict[str, tuple[int, ...] | None], distinct: bool = False
 
 CONV_CASES = [
     pytest.param(dict(x=(2, 7, 3), w=(3, 3, 4), b=(4,)), dict(stride=2), id="1d-same-s2"),
-    pytest.param(dict(x=(1, 8, 2), w=(3, 2, 3), b=(3,)),
-                 dict(padding=((2, 1),), dilation=2), id="1d-pairs-d2"),
-    pytest.param(dict(x=(2, 5, 6, 4), w=(3, 2, 2, 4), b=(4,)),
-                 dict(stride=(2, 1), padding=((1, 0), (2, 1)), dilation=(1, 2), groups=2),
-                 id="2d-pairs-groups"),
-    pytest.param(dict(x=(1, 6, 5, 2), w=(2, 3, 2, 2)), dict(stride=3, padding="VALID"),
-                 id="2d-valid-s3-nobias"),
-    pytest.param(dict(x=(1, 5, 5, 3), w=(3, 3, 3, 2), b=(2,)), dict(padding=1, dilation=2),
-                 id="2d-int-d2"),
-    pytest.param(dict(x=(1, 4, 5, 3), w=(2, 2, 1, 6), b=(6,)),
-                 dict(padding=(0, 2), groups=3, stride=(1, 2)), id="2d-perdim-groups3"),
-    pytest.param(dict(x=(1, 4, 5, 3, 2), w=(2, 3, 2, 2, 3), b=(3,)),
-                 dict(stride=(1, 2, 1), padding=1), id="3d-int"),
-    pytest.param(dict(x=(1, 3, 4, 3, 2), w=(2, 2, 2, 2, 2)), dict(padding="SAME", dilation=2),
-                 id="3d-same-d2"),
+    pytest.param(
+        dict(x=(1, 8, 2), w=(3, 2, 3), b=(3,)),
+        dict(padding=((2, 1),), dilation=2),
+        id="1d-pairs-d2",
+    ),
+    pytest.param(
+        dict(x=(2, 5, 6, 4), w=(3, 2, 2, 4), b=(4,)),
+        dict(stride=(2, 1), padding=((1, 0), (2, 1)), dilation=(1, 2), groups=2),
+        id="2d-pairs-groups",
+    ),
+    pytest.param(
+        dict(x=(1, 6, 5, 2), w=(2, 3, 2, 2)),
+        dict(stride=3, padding="VALID"),
+        id="2d-valid-s3-nobias",
+    ),
+    pytest.param(
+        dict(x=(1, 5, 5, 3), w=(3, 3, 3, 2), b=(2,)), dict(padding=1, dilation=2), id="2d-int-d2"
+    ),
+    pytest.param(
+        dict(x=(1, 4, 5, 3), w=(2, 2, 1, 6), b=(6,)),
+        dict(padding=(0, 2), groups=3, stride=(1, 2)),
+        id="2d-perdim-groups3",
+    ),
+    pytest.param(
+        dict(x=(1, 4, 5, 3, 2), w=(2, 3, 2, 2, 3), b=(3,)),
+        dict(stride=(1, 2, 1), padding=1),
+        id="3d-int",
+    ),
+    pytest.param(
+        dict(x=(1, 3, 4, 3, 2), w=(2, 2, 2, 2, 2)),
+        dict(padding="SAME", dilation=2),
+        id="3d-same-d2",
+    ),
 ]
 
 
@@ -79,12 +97,17 @@ def test_conv(shapes, kwargs):
 @pytest.mark.parametrize(
     ("shapes", "kwargs"),
     [
-        pytest.param(dict(x=(2, 8, 8, 1), w=(5, 5, 1, 3), b=(3,)), dict(padding="SAME"),
-                     id="2d-lenet-like"),
-        pytest.param(dict(x=(1, 7, 6, 2), w=(2, 3, 2, 3)), dict(padding=1, pool=(3, 2)),
-                     id="2d-remainder-nobias"),
-        pytest.param(dict(x=(2, 9, 2), w=(3, 2, 2), b=(2,)), dict(padding="VALID", pool=3),
-                     id="1d-pool3"),
+        pytest.param(
+            dict(x=(2, 8, 8, 1), w=(5, 5, 1, 3), b=(3,)), dict(padding="SAME"), id="2d-lenet-like"
+        ),
+        pytest.param(
+            dict(x=(1, 7, 6, 2), w=(2, 3, 2, 3)),
+            dict(padding=1, pool=(3, 2)),
+            id="2d-remainder-nobias",
+        ),
+        pytest.param(
+            dict(x=(2, 9, 2), w=(3, 2, 2), b=(2,)), dict(padding="VALID", pool=3), id="1d-pool3"
+        ),
     ],
 )
 def test_conv_max_pool(shapes, kwargs):
@@ -96,8 +119,7 @@ def test_conv_max_pool(shapes, kwargs):
     [
         pytest.param(ops.conv1d, dict(x=(2, 6, 2), w=(3, 2, 3), b=(3,)), id="conv1d"),
         pytest.param(ops.conv2d, dict(x=(1, 4, 5, 2), w=(3, 2, 2, 3), b=(3,)), id="conv2d"),
-        pytest.param(ops.conv3d, dict(x=(1, 3, 3, 4, 2), w=(2, 2, 3, 2, 2), b=(2,)),
-                     id="conv3d"),
+        pytest.param(ops.conv3d, dict(x=(1, 3, 3, 4, 2), w=(2, 2, 3, 2, 2), b=(2,)), id="conv3d"),
     ],
 )
 def test_conv_of_rank(op, shapes):
@@ -107,10 +129,12 @@ def test_conv_of_rank(op, shapes):
 @pytest.mark.parametrize(
     ("shapes", "kwargs"),
     [
-        pytest.param(dict(x=(2, 5, 5, 3), w=(3, 3, 1, 6), b=(6,)), dict(stride=2),
-                     id="2d-mult2-s2"),
-        pytest.param(dict(x=(1, 9, 2), w=(3, 1, 2)), dict(dilation=2, padding="VALID"),
-                     id="1d-d2-valid"),
+        pytest.param(
+            dict(x=(2, 5, 5, 3), w=(3, 3, 1, 6), b=(6,)), dict(stride=2), id="2d-mult2-s2"
+        ),
+        pytest.param(
+            dict(x=(1, 9, 2), w=(3, 1, 2)), dict(dilation=2, padding="VALID"), id="1d-d2-valid"
+        ),
     ],
 )
 def test_depthwise_conv(shapes, kwargs):
@@ -120,10 +144,16 @@ def test_depthwise_conv(shapes, kwargs):
 @pytest.mark.parametrize(
     ("shapes", "kwargs"),
     [
-        pytest.param(dict(x=(1, 5, 5, 2), w_depthwise=(3, 3, 1, 4), w_pointwise=(1, 1, 4, 3),
-                          b=(3,)), dict(padding="SAME"), id="2d-same"),
-        pytest.param(dict(x=(2, 7, 3), w_depthwise=(3, 1, 3), w_pointwise=(1, 3, 2)),
-                     dict(stride=2, padding=1, dilation=2), id="1d-s2-d2"),
+        pytest.param(
+            dict(x=(1, 5, 5, 2), w_depthwise=(3, 3, 1, 4), w_pointwise=(1, 1, 4, 3), b=(3,)),
+            dict(padding="SAME"),
+            id="2d-same",
+        ),
+        pytest.param(
+            dict(x=(2, 7, 3), w_depthwise=(3, 1, 3), w_pointwise=(1, 3, 2)),
+            dict(stride=2, padding=1, dilation=2),
+            id="1d-s2-d2",
+        ),
     ],
 )
 def test_separable_conv(shapes, kwargs):
@@ -133,10 +163,16 @@ def test_separable_conv(shapes, kwargs):
 @pytest.mark.parametrize(
     ("shapes", "kwargs"),
     [
-        pytest.param(dict(x=(1, 5, 6, 2), w_col=(3, 1, 2, 3), w_row=(1, 2, 3, 4), b=(4,)),
-                     dict(stride=2, padding="SAME"), id="same-s2"),
-        pytest.param(dict(x=(2, 4, 5, 2), w_col=(2, 1, 2, 2), w_row=(1, 3, 2, 3)),
-                     dict(padding="VALID"), id="valid-nobias"),
+        pytest.param(
+            dict(x=(1, 5, 6, 2), w_col=(3, 1, 2, 3), w_row=(1, 2, 3, 4), b=(4,)),
+            dict(stride=2, padding="SAME"),
+            id="same-s2",
+        ),
+        pytest.param(
+            dict(x=(2, 4, 5, 2), w_col=(2, 1, 2, 2), w_row=(1, 3, 2, 3)),
+            dict(padding="VALID"),
+            id="valid-nobias",
+        ),
     ],
 )
 def test_spatially_separable_conv2d(shapes, kwargs):
@@ -146,14 +182,26 @@ def test_spatially_separable_conv2d(shapes, kwargs):
 @pytest.mark.parametrize(
     ("shapes", "kwargs"),
     [
-        pytest.param(dict(y=(2, 4, 3), w=(3, 2, 3), b=(2,)),
-                     dict(stride=2, padding=1, output_padding=1), id="1d-s2-outpad"),
-        pytest.param(dict(y=(1, 3, 4, 4), w=(3, 3, 2, 4), b=(4,)),
-                     dict(stride=(2, 3), padding="SAME", groups=2), id="2d-same-groups"),
-        pytest.param(dict(y=(1, 3, 3, 2), w=(2, 2, 3, 2), b=(3,)),
-                     dict(padding="VALID", dilation=2), id="2d-valid-d2"),
-        pytest.param(dict(y=(1, 2, 3, 2, 2), w=(2, 2, 2, 1, 2)),
-                     dict(stride=2, output_padding=(1, 0, 1)), id="3d-s2-outpad"),
+        pytest.param(
+            dict(y=(2, 4, 3), w=(3, 2, 3), b=(2,)),
+            dict(stride=2, padding=1, output_padding=1),
+            id="1d-s2-outpad",
+        ),
+        pytest.param(
+            dict(y=(1, 3, 4, 4), w=(3, 3, 2, 4), b=(4,)),
+            dict(stride=(2, 3), padding="SAME", groups=2),
+            id="2d-same-groups",
+        ),
+        pytest.param(
+            dict(y=(1, 3, 3, 2), w=(2, 2, 3, 2), b=(3,)),
+            dict(padding="VALID", dilation=2),
+            id="2d-valid-d2",
+        ),
+        pytest.param(
+            dict(y=(1, 2, 3, 2, 2), w=(2, 2, 2, 1, 2)),
+            dict(stride=2, output_padding=(1, 0, 1)),
+            id="3d-s2-outpad",
+        ),
     ],
 )
 def test_conv_transpose(shapes, kwargs):
@@ -163,15 +211,22 @@ def test_conv_transpose(shapes, kwargs):
 @pytest.mark.parametrize(
     ("shapes", "kwargs"),
     [
-        pytest.param(dict(x=(1, 5, 5, 2), offsets=(1, 5, 5, 18), w=(3, 3, 2, 3), b=(3,)),
-                     dict(padding=1), id="v1"),
+        pytest.param(
+            dict(x=(1, 5, 5, 2), offsets=(1, 5, 5, 18), w=(3, 3, 2, 3), b=(3,)),
+            dict(padding=1),
+            id="v1",
+        ),
         # H_out = (6 + 2 - 3) // 2 + 1 = 3, W_out = (5 + 2 - 5) // 2 + 1 = 2.
-        pytest.param(dict(x=(1, 6, 5, 4), offsets=(1, 3, 2, 36), w=(3, 3, 2, 4), b=(4,),
-                          mask=(1, 3, 2, 18)),
-                     dict(stride=2, padding=1, dilation=(1, 2), groups=2, offset_groups=2),
-                     id="v2-groups-offset-groups"),
-        pytest.param(dict(x=(2, 4, 4, 2), offsets=(2, 3, 3, 8), w=(2, 2, 2, 2), b=None,
-                          mask=(2, 3, 3, 4)), dict(), id="v2-nobias"),
+        pytest.param(
+            dict(x=(1, 6, 5, 4), offsets=(1, 3, 2, 36), w=(3, 3, 2, 4), b=(4,), mask=(1, 3, 2, 18)),
+            dict(stride=2, padding=1, dilation=(1, 2), groups=2, offset_groups=2),
+            id="v2-groups-offset-groups",
+        ),
+        pytest.param(
+            dict(x=(2, 4, 4, 2), offsets=(2, 3, 3, 8), w=(2, 2, 2, 2), b=None, mask=(2, 3, 3, 4)),
+            dict(),
+            id="v2-nobias",
+        ),
     ],
 )
 def test_deformable_conv2d(shapes, kwargs):
@@ -182,8 +237,9 @@ POOL_CASES = [
     pytest.param((2, 4, 6, 3), dict(window=2), id="2d-w2"),
     pytest.param((1, 5, 5, 2), dict(window=3, stride=2, padding="SAME"), id="2d-w3-s2-same"),
     pytest.param((1, 7, 2), dict(window=3, stride=1), id="1d-overlapping"),
-    pytest.param((1, 6, 5, 2), dict(window=(3, 2), stride=(2, 1), padding=((1, 1), (0, 1))),
-                 id="2d-pairs"),
+    pytest.param(
+        (1, 6, 5, 2), dict(window=(3, 2), stride=(2, 1), padding=((1, 1), (0, 1))), id="2d-pairs"
+    ),
     pytest.param((1, 4, 4, 4, 1), dict(window=2, stride=(1, 2, 2)), id="3d"),
 ]
 
@@ -195,8 +251,12 @@ def test_max_pool(shape, kwargs):
 
 @pytest.mark.parametrize(
     ("shape", "kwargs"),
-    [*POOL_CASES, pytest.param((2, 5, 6, 2), dict(window=(3, 2), stride=(2, 1),
-                                                  padding="SAME"), id="2d-same-uneven")],
+    [
+        *POOL_CASES,
+        pytest.param(
+            (2, 5, 6, 2), dict(window=(3, 2), stride=(2, 1), padding="SAME"), id="2d-same-uneven"
+        ),
+    ],
 )
 def test_avg_pool(shape, kwargs):
     _check(ops.avg_pool, dict(x=shape), **kwargs)

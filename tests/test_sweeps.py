@@ -3,7 +3,8 @@ after a kill, failures, local workers, Ray), seeds trained together, the validat
 
 Every sweep here is ``experiments/sweeps/digits_lr.py`` (2 learning rates) or a
 :class:`Sweep` built in the test, shortened to a few dozen steps. Runs in other processes
-(kills, ``--workers``, Ray) have hard timeouts.
+(kills, ``--workers``, Ray) have hard timeouts and are marked slow (``.ci/run`` runs them
+after the default suite).
 """
 
 import csv
@@ -238,10 +239,10 @@ def test_a_broken_point_fails_alone(tmp_path, capsys):
     counts = run_sweep(sweep, "broken", tmp_path, experiments_dir=EXPERIMENTS, overrides=SHORT)
     assert counts == {"ok": 1, "failed": 1, "missing": 0}
     error = json.loads((run_dir(tmp_path, "classic", 0) / "error.json").read_text())
-    assert error["type"] == "ValueError" and "32" in error["error"]
+    assert error["type"] == "ModelInputError" and "32" in error["error"]
     assert "Traceback" in (run_dir(tmp_path, "classic", 0) / "train.log").read_text()
     assert (run_dir(tmp_path, "modern", 0) / "summary.json").exists()
-    assert "FAILED ValueError" in capsys.readouterr().out
+    assert "FAILED ModelInputError" in capsys.readouterr().out
 
 
 def test_launch_exits_3_when_a_run_failed(tmp_path, monkeypatch):
@@ -254,7 +255,7 @@ def test_launch_exits_3_when_a_run_failed(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(launch, "SWEEPS_DIR", tmp_path / "sweeps")
     assert launch.main(["--sweep", "broken", "--workdir", str(tmp_path / "s"), *SHORT]) == 3
-    assert "ValueError" in (tmp_path / "s" / "results.md").read_text()
+    assert "ModelInputError" in (tmp_path / "s" / "results.md").read_text()
 
 
 def _wait_for_checkpoint(process: subprocess.Popen, directory: Path) -> None:
@@ -265,6 +266,7 @@ def _wait_for_checkpoint(process: subprocess.Popen, directory: Path) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vmap", [False, True], ids=["one-by-one", "vmapped"])
 def test_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path, vmap):
     """SIGKILL while the second point trains (after its first checkpoint); the relaunch
@@ -303,6 +305,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path, vmap):
                 assert np.array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_sweep_with_checkpoints(tmp_path):
     command = _sweep_command(tmp_path, "--sweep.seeds=1", "--sweep.vmap_seeds=false")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -321,6 +324,7 @@ def test_sigterm_stops_a_sweep_with_checkpoints(tmp_path):
     assert (run_dir(tmp_path, "0.003", 0) / "summary.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "executor", [["--workers", "2"], ["--executor", "ray"]], ids=["workers", "ray"]
 )

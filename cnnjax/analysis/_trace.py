@@ -81,8 +81,7 @@ def trace_calls(run: Callable[[], Any]) -> tuple[Any, list[Call]]:
         if context.method_name != "__call__":  # helper methods are part of their __call__
             return next_fun(*args, **kwargs)
         parent = stack[-1] if stack else None
-        call = Call(context.module.path, context.module, args[0] if args else None,
-                    parent=parent)
+        call = Call(context.module.path, context.module, args[0] if args else None, parent=parent)
         index = len(calls)
         calls.append(call)
         if parent is not None:

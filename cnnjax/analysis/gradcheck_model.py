@@ -92,14 +92,27 @@ def check_model(
         loss = _loss(apply)
         out = jax.eval_shape(apply, params, x)
         if out.ndim == 2:
-            target = (jax.random.randint(target_key, out.shape[:1], 0, out.shape[1])
-                      if labels is None else jnp.asarray(labels))
+            target = (
+                jax.random.randint(target_key, out.shape[:1], 0, out.shape[1])
+                if labels is None
+                else jnp.asarray(labels)
+            )
         else:
             target = jax.random.normal(target_key, out.shape, jnp.float64)
         if batch_size is None:
             batch_size = _batch_size(params, max_entries)
-        report = check_model_grads(loss, params, x, target, eps=eps, rtol=rtol, atol=atol,
-                                   max_entries=max_entries, seed=seed, batch_size=batch_size)
+        report = check_model_grads(
+            loss,
+            params,
+            x,
+            target,
+            eps=eps,
+            rtol=rtol,
+            atol=atol,
+            max_entries=max_entries,
+            seed=seed,
+            batch_size=batch_size,
+        )
         order = _creation_order(model, x)
     rows = sorted(report.rows, key=lambda row: order[row.path])
     return dataclasses.replace(report, rows=tuple(rows))
@@ -115,23 +128,34 @@ def by_layer(report: GradcheckReport) -> dict[str, list[LeafResult]]:
 
 def format_by_layer(report: GradcheckReport) -> str:
     """A table with one group of rows per layer, then one ``PASS``/``FAIL`` line."""
-    header = ("layer", "param", "shape", "checked", "max abs err", "max rel err", "worst at",
-              "status")
+    header = (
+        "layer",
+        "param",
+        "shape",
+        "checked",
+        "max abs err",
+        "max rel err",
+        "worst at",
+        "status",
+    )
     groups = by_layer(report)
     body = []
     for layer, rows in groups.items():
         for k, row in enumerate(rows):
             body.append((layer if k == 0 else "", row.path.rsplit("/", 1)[-1], *_cells(row)))
     table = render(header, body, right={3, 4, 5})
-    settings = (f"rtol {report.rtol:g}, atol {report.atol:g}, eps {report.eps:g}, "
-                f"seed {report.seed}")
+    settings = f"rtol {report.rtol:g}, atol {report.atol:g}, eps {report.eps:g}, seed {report.seed}"
     failed = [layer for layer, rows in groups.items() if not all(r.passed for r in rows)]
     if failed:
-        verdict = (f"FAIL: {len(failed)} of {len(groups)} layers above tolerance ({settings}): "
-                   + ", ".join(failed))
+        verdict = (
+            f"FAIL: {len(failed)} of {len(groups)} layers above tolerance ({settings}): "
+            + ", ".join(failed)
+        )
     else:
-        verdict = (f"PASS: {len(report.rows)} parameter leaves in {len(groups)} layers, max "
-                   f"rel err {report.max_rel_err:.2e} ({settings})")
+        verdict = (
+            f"PASS: {len(report.rows)} parameter leaves in {len(groups)} layers, max "
+            f"rel err {report.max_rel_err:.2e} ({settings})"
+        )
     return f"{table}\n{verdict}"
 
 
@@ -145,8 +169,13 @@ def _apply_for_training(
     updates of ``state`` (batch-norm running statistics) are dropped."""
 
     def apply(params: Mapping, x: jax.Array) -> jax.Array:
-        out, _ = model.apply({"params": params, **state}, x, train=True,
-                             rngs={"dropout": dropout_key}, mutable=list(state))
+        out, _ = model.apply(
+            {"params": params, **state},
+            x,
+            train=True,
+            rngs={"dropout": dropout_key},
+            mutable=list(state),
+        )
         return out
 
     return apply

@@ -247,8 +247,9 @@ class _Field:
         """Every position of the array at once: global pooling, or dense after flatten."""
         if self.jump is None:
             return self
-        size = tuple(r + (n - 1) * j for r, n, j in zip(self.size, self.spatial, self.jump,
-                                                        strict=True))
+        size = tuple(
+            r + (n - 1) * j for r, n, j in zip(self.size, self.spatial, self.jump, strict=True)
+        )
         return _Field(size, None, ())
 
 
@@ -262,8 +263,9 @@ def _receptive_fields(calls: list[Call]) -> list[_Field]:
         nonlocal latest
         call = calls[i]
         x = _array(call.input)
-        field_in = _input_field(latest if x is None else known.get(id(x), latest),
-                                _spatial(call.input))
+        field_in = _input_field(
+            latest if x is None else known.get(id(x), latest), _spatial(call.input)
+        )
         if x is not None:
             known[id(x)] = field_in
         latest = field_in
@@ -305,8 +307,9 @@ def _propagate(call: Call, field: _Field, inner: list[_Field]) -> _Field:
         return dataclasses.replace(field, spatial=out_spatial)
     if isinstance(m, ConvTranspose):
         kernel, stride, dilation = _window(m, n)
-        reach = [_transpose_reach(k, s, d) for k, s, d in zip(kernel, stride, dilation,
-                                                               strict=True)]
+        reach = [
+            _transpose_reach(k, s, d) for k, s, d in zip(kernel, stride, dilation, strict=True)
+        ]
         size = tuple(r + a * j for r, a, j in zip(field.size, reach, field.jump, strict=True))
         jump = tuple(j / s for j, s in zip(field.jump, stride, strict=True))
         return _Field(size, jump, out_spatial)
@@ -325,16 +328,16 @@ def _through_window(
 ) -> _Field:
     """The field after a window of ``kernel`` taps: ``r' = r + d (k - 1) j``, ``j' = j s``
     (``spatial`` is left to the caller)."""
-    size = tuple(r + d * (k - 1) * j for r, k, d, j in zip(field.size, kernel, dilation,
-                                                           field.jump, strict=True))
+    size = tuple(
+        r + d * (k - 1) * j
+        for r, k, d, j in zip(field.size, kernel, dilation, field.jump, strict=True)
+    )
     jump = tuple(j * s for j, s in zip(field.jump, stride, strict=True))
     return dataclasses.replace(field, size=size, jump=jump)
 
 
 def _has_window(m: nn.Module) -> bool:
-    return not isinstance(m, ConvTranspose) and (
-        hasattr(m, "kernel_size") or hasattr(m, "window")
-    )
+    return not isinstance(m, ConvTranspose) and (hasattr(m, "kernel_size") or hasattr(m, "window"))
 
 
 def _window(m: nn.Module, n: int) -> tuple[tuple[int, ...], ...]:

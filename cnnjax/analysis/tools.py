@@ -45,8 +45,11 @@ def run_tools(
     if visualize_dir is not None:
         variables = init_variables(model, seed_key(seed), images[:1])
         paths = write_pictures(model, variables, images[:1], visualize_dir)
-        print(f"Wrote {', '.join(p.name for p in paths)} into {visualize_dir} (parameters "
-              f"initialised from seed {seed}; no checkpoint is read).", flush=True)
+        print(
+            f"Wrote {', '.join(p.name for p in paths)} into {visualize_dir} (parameters "
+            f"initialised from seed {seed}; no checkpoint is read).",
+            flush=True,
+        )
     if gradcheck:
         report = check_model(model, images[:2], labels[:2], seed=seed)
         print(format_by_layer(report), flush=True)

@@ -109,8 +109,11 @@ def _stages(calls: list[Call]) -> list[tuple[str, int]]:
 
     def convolves(i: int) -> bool:  # also a model's own conv layer, by its kernel_size
         call = calls[i]
-        return (call.is_conv or hasattr(call.module, "kernel_size")
-                or any(convolves(c) for c in call.children))
+        return (
+            call.is_conv
+            or hasattr(call.module, "kernel_size")
+            or any(convolves(c) for c in call.children)
+        )
 
     stages, seen = [], set()
     for i in calls[0].children:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import multiprocessing
 import os
@@ -44,12 +45,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import ml_collections
 from tqdm import tqdm
 
+from cnnjax import models
+from cnnjax.analysis.summary import layer_rows
 from cnnjax.sweeps.layout import STATUSES, run_dir, run_status
 from cnnjax.sweeps.report import format_value
 from cnnjax.sweeps.spec import Sweep, run_config
 from cnnjax.training import ConfigError, Interrupted, train_and_evaluate
+from cnnjax.training.inputs import build_inputs
 from cnnjax.training.metrics import write_json
 from cnnjax.training.signals import HANDLED, StopRequest
 
@@ -85,17 +90,34 @@ class Task:
         return [run_dir(self.sweep_dir, self.point, seed) for seed in self.seeds]
 
 
-def use_vmap(sweep: Sweep, *, executor: str, workers: int, num_seeds: int) -> bool:
+# Forward FLOPs per example up to which a point's seeds train faster as one vmapped
+# program than one after another: benchmarks/sweep_speed.py measured 2.1-2.8x faster at
+# 0.19, 0.83 and 2.7 MFLOPs (digits_lenet, mnist_lenet, slot_cnn) and 0.68x at 27.8
+# (tf_tutorial_cnn), 8 seeds on a 2-core CPU; in between is unmeasured, so sequential.
+VMAP_MAX_FLOPS = 3e6
+
+
+def use_vmap(
+    sweep: Sweep, *, executor: str, workers: int, num_seeds: int, flops: Callable[[], int]
+) -> bool:
     """Whether a point's seeds are trained as one vmapped program.
 
     ``sweep.vmap_seeds`` decides when set. Otherwise vmap when the seeds would run one
-    after another in one process anyway (the local executor with one worker) and there
-    are several: one compilation and one dispatch per step serve all seeds
-    (``benchmarks/sweep_speed.py`` measures it).
+    after another in one process anyway (the local executor with one worker), there are
+    several, and the point's model costs at most :data:`VMAP_MAX_FLOPS` forward FLOPs per
+    example (``flops()``, called only then), where it measured faster.
     """
     if sweep.vmap_seeds is not None:
         return sweep.vmap_seeds
-    return executor == "local" and workers == 1 and num_seeds > 1
+    if executor != "local" or workers != 1 or num_seeds < 2:
+        return False
+    return flops() <= VMAP_MAX_FLOPS
+
+
+def point_flops(config: ml_collections.ConfigDict) -> int:
+    """Forward FLOPs per example of ``config``'s model on its inputs (loads the data)."""
+    model = models.get(config.model.name, **config.model.kwargs.to_dict())
+    return layer_rows(model, build_inputs(config).input_shape)[-1].flops
 
 
 # ----------------------------------------------------------------------------- planning
@@ -157,11 +179,12 @@ def plan(
     sweep: Sweep,
     sweep_dir: Path,
     *,
-    vmap: bool,
+    vmap: Callable[[str], bool],
     experiments_dir: str | Path,
     overrides: Sequence[str],
 ) -> tuple[list[Task], int]:
-    """The tasks still to do, and the number of runs already finished."""
+    """The tasks still to do, and the number of runs already finished; ``vmap(point)``
+    says whether a point's pending seeds train together."""
     tasks, done = [], 0
     for point in sweep.point_values():
         pending = []
@@ -170,7 +193,8 @@ def plan(
                 done += 1
             else:
                 pending.append(seed)
-        groups = [tuple(pending)] if vmap and len(pending) > 1 else [(s,) for s in pending]
+        together = len(pending) > 1 and vmap(point)
+        groups = [tuple(pending)] if together else [(s,) for s in pending]
         tasks += [
             Task(
                 sweep=sweep,
@@ -433,16 +457,29 @@ def run_sweep(
     check_points(sweep, experiments_dir=experiments_dir, overrides=overrides)
     record_sweep(sweep, name, sweep_dir, overrides)
     seeds = sweep.seed_list()
-    vmap = use_vmap(sweep, executor=executor, workers=workers, num_seeds=len(seeds))
+
+    def vmap(point: str) -> bool:
+        config = functools.partial(
+            run_config, sweep, point, seeds[0], experiments_dir=experiments_dir, overrides=overrides
+        )
+        return use_vmap(
+            sweep,
+            executor=executor,
+            workers=workers,
+            num_seeds=len(seeds),
+            flops=lambda: point_flops(config()),
+        )
+
     tasks, done = plan(
         sweep, sweep_dir, vmap=vmap, experiments_dir=experiments_dir, overrides=overrides
     )
+    together = sorted({t.point for t in tasks if t.vmap})
     total = len(sweep.point_values()) * len(seeds)
     where = {"local": f"{workers} local worker(s)", "ray": f"Ray ({ray_address or 'local'})"}
     print(
         f"Sweep {name!r}: {len(sweep.point_values())} points x {len(seeds)} seeds = {total} "
         f"runs of {sweep.experiment!r} in {sweep_dir}; {done} finished already; "
-        f"{where[executor]}{', seeds vmapped' if vmap else ''}",
+        f"{where[executor]}; seeds vmapped in: {', '.join(together) or 'none'}",
         flush=True,
     )
     # The bar shows in a terminal; logs get the per-run lines, which carry the count and ETA.

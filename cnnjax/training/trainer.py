@@ -312,9 +312,10 @@ def _train(
     def save_all(step: int, best: list[float | None] | None = None) -> None:
         """Checkpoints every run (each tagged with ``best[k]``; None: untagged)."""
         check_finite()
+        states = _unstack(state) if stacked else [state]
         for k, (ckpt, config_dict) in enumerate(zip(checkpoints, config_dicts, strict=True)):
             ckpt.save(
-                _seed_slice(state, k) if stacked else state,
+                states[k],
                 step=step,
                 meta=meta_for(step, clock(), config_dict),
                 best_metric=None if best is None else best[k],
@@ -433,8 +434,9 @@ def _train(
 
     # ------------------------------------------------------------------ summary
     summaries = []
+    run_states = _unstack(state) if stacked else [state]
     for k, (run_records, run_dir) in enumerate(zip(records, run_dirs, strict=True)):
-        run_state = _seed_slice(state, k) if stacked else state
+        run_state = run_states[k]
         if isinstance(task, tasks_lib.Reconstruction):
             _save_reconstructions(model, run_state, preprocess, dataset.test.images[:8], run_dir)
         summary = summarize(
@@ -486,8 +488,16 @@ def _stack(trees: list[Any]) -> Any:
 
 
 def _seed_slice(tree: Any, k: int) -> Any:
-    """Entry ``k`` of the leading (seed) axis of every leaf."""
+    """Entry ``k`` of the leading (seed) axis of every leaf (host arrays)."""
     return jax.tree.map(lambda a: a[k], tree)
+
+
+@jax.jit
+def _unstack(tree: Any) -> list[Any]:
+    """Every seed's tree, from a tree stacked on its leading axis: one compiled program
+    (slicing each device array apart would compile two programs per leaf shape)."""
+    seeds = jax.tree.leaves(tree)[0].shape[0]
+    return [jax.tree.map(lambda a, k=k: a[k], tree) for k in range(seeds)]
 
 
 def _raise_if_diverged(
