@@ -215,10 +215,13 @@ def _window_axes(x) -> tuple[int, ...]:
 
 
 def max_pool(x, window, stride=None, padding="VALID", *, dilation=1, ceil_mode=False):
-    """Maximum over the real cells of each window (padding never wins)."""
+    """Maximum over the real cells of each window (padding never wins); a window of
+    padding only has no maximum (ValueError)."""
     axes = _window_axes(x)
 
     def reduce(v, real, inside, positions):
+        if not real.any(axis=axes).all():
+            raise ValueError("a window covers padding only")
         return np.where(real, v, -np.inf).max(axis=axes)
 
     return _pool(x, window, stride, padding, reduce, dilation=dilation, ceil_mode=ceil_mode)

@@ -27,6 +27,7 @@ from cnnjax.analysis import (
     layer_rows,
     write_pictures,
 )
+from cnnjax.training.errors import DatasetUnavailableError, GradcheckFailedError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -374,13 +375,13 @@ def test_launch_tools_on_generated_data(tmp_path, capsys):
     assert all((workdir / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
 
 
-def test_launch_gradcheck_exit_status_is_1_on_failure(tmp_path, monkeypatch, capsys):
+def test_launch_gradcheck_failure_has_its_exit_status(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
     models.register("with_wrong_layer")(WithWrongLayer)
     argv = ["--exp", "mnist_lenet", "--gradcheck", "--config.model.name=with_wrong_layer",
             f"--config.dataset.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
     with tfds.testing.mock_data(num_examples=4):
-        assert launch.main(argv) == 1
+        assert launch.main(argv) == launch.EXIT_CODES[GradcheckFailedError]
     assert "FAIL: 1 of 3 layers above tolerance" in capsys.readouterr().out
 
 
@@ -390,7 +391,7 @@ def test_launch_visualize_without_data_says_so(tmp_path, capsys):
     argv = ["--exp", "mnist_lenet", "--visualize", "--workdir", str(tmp_path / "run"),
             "--data_dir", str(empty), f"--config.dataset.cache_dir={tmp_path / 'cache'}",
             "--config.dataset.download=False"]  # fmt: skip
-    assert launch.main(argv) == 1
+    assert launch.main(argv) == launch.EXIT_CODES[DatasetUnavailableError]
     err = capsys.readouterr().err
-    assert "read test images of the experiment's dataset" in err and "TFDS_DATA_DIR" in err
+    assert "is not prepared in" in err and "TFDS_DATA_DIR" in err
     assert not (tmp_path / "run").exists()

@@ -181,7 +181,7 @@ BAD_CALLS = {
         r"`output_shape`",
     ),
     "global empty": (lambda: ops.global_max_pool(jnp.zeros((2, 0, 3))), r"no zero-size"),
-    "padding too large": (lambda: ops.avg_pool(_X, 2, padding=2), r"`padding`.*smaller than"),
+    "padding too large": (lambda: ops.avg_pool(_X, 2, padding=2), r"covers padding only"),
     "global x rank": (lambda: ops.global_avg_pool(jnp.zeros((2, 3))), r"`x`"),
 }
 

@@ -219,13 +219,12 @@ def ceil_mode_extra(
     extra = []
     for size, (lo, hi), e, s in zip(in_spatial, pairs, extents, stride, strict=True):
         span = size + lo + hi - e
-        if span < 0:
-            extra.append(0)
-            continue
-        out = -(-span // s) + 1
-        if (out - 1) * s >= size + lo:
+        # A window wider than the padded input still gets one output when it starts inside
+        # (PyTorch's rule); a span shorter than minus a stride gets none.
+        out = max(-(-span // s) + 1, 0)
+        if out and (out - 1) * s >= size + lo:
             out -= 1
-        extra.append(max((out - 1) * s + e - (size + lo + hi), 0))
+        extra.append(max((out - 1) * s + e - (size + lo + hi), 0) if out else 0)
     return tuple(extra)
 
 

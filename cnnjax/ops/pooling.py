@@ -98,14 +98,11 @@ def _windows(
     x, pads = pad_input(x, pads, "constant")
     in_spatial = tuple(x.shape[1:-1])
     extents = effective_kernel(window, dilation)
-    if needs_real and any(lo >= e or hi >= e for (lo, hi), e in zip(pads, extents, strict=True)):
-        raise ValueError(
-            f"`padding` {pads} must be smaller than the (dilated) `window` {extents} on each "
-            f"side, or a window would hold padding only"
-        )
     extra = ceil_mode_extra(in_spatial, pads, extents, stride) if ceil_mode else (0,) * n
     all_pads = tuple((lo, hi + e) for (lo, hi), e in zip(pads, extra, strict=True))
     out = conv_output_shape(in_spatial, window, stride=stride, padding=all_pads, dilation=dilation)
+    if needs_real:
+        _check_real_taps(in_spatial, pads, window, stride, dilation, out)
     return _Windows(
         x,
         (1, *window, 1),
@@ -115,6 +112,29 @@ def _windows(
         (0, *extra, 0),
         (x.shape[0], *out, x.shape[-1]),
     )
+
+
+def _check_real_taps(
+    in_spatial: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    window: tuple[int, ...],
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    out: tuple[int, ...],
+) -> None:
+    """Raises ValueError if an output window's taps all fall in padding (per dim: a window
+    holds an input cell only if it does in every dim)."""
+    for d, (size, (lo, _), k, s, r, o) in enumerate(
+        zip(in_spatial, pads, window, stride, dilation, out, strict=True)
+    ):
+        taps = np.arange(o)[:, None] * s - lo + np.arange(k)[None, :] * r
+        empty = ~((taps >= 0) & (taps < size)).any(axis=1)
+        if empty.any():
+            raise ValueError(
+                f"window {int(np.argmax(empty))} along spatial dim {d} covers padding only "
+                f"(input size {size}, padding {pads[d]}, window {k}, stride {s}, dilation "
+                f"{r}): nothing to average; use less padding or count_include_pad=True"
+            )
 
 
 def _reduce(win: _Windows, operand: jax.Array, init, reducer) -> jax.Array:
