@@ -243,7 +243,7 @@ def execute(task: Task) -> dict[int, str]:
             error = {"type": type(e).__name__, "error": _first_line(e)}
             for directory in dirs:
                 write_json(directory / "error.json", error)
-    return {seed: run_status(d) for seed, d in zip(task.seeds, dirs, strict=True)}
+    return _statuses(task)
 
 
 def _first_line(e: BaseException) -> str:

@@ -35,6 +35,7 @@ from cnnjax.training.config import (
     field_paths,
     import_file,
     load_experiment,
+    named_file,
     validate,
 )
 
@@ -132,13 +133,7 @@ def available_sweeps(directory: str | Path) -> list[str]:
 
 def load_sweep(name: str, directory: str | Path) -> Sweep:
     """Imports ``directory/NAME.py`` and returns its ``get_sweep()``."""
-    names = available_sweeps(directory)
-    if name not in names:
-        raise ConfigError(
-            f"unknown sweep {name!r}.{did_you_mean(name, names)} "
-            f"Sweeps in {directory}: {', '.join(names) or '(none)'}."
-        )
-    path = Path(directory) / f"{name}.py"
+    path = named_file("sweep", name, directory)
     sweep = import_file(path, f"cnnjax_sweep_{name}").get_sweep()
     if not isinstance(sweep, Sweep):
         raise ConfigError(f"{path}: get_sweep() must return a cnnjax.sweeps.Sweep")

@@ -46,6 +46,18 @@ def docstring_line(path: str | Path) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
+def named_file(kind: str, name: str, directory: str | Path) -> Path:
+    """``directory/NAME.py`` (an experiment or sweep: ``kind``); raises ConfigError listing
+    what exists, with the closest names, when there is none."""
+    names = available_experiments(directory)
+    if name not in names:
+        raise ConfigError(
+            f"unknown {kind} {name!r}.{did_you_mean(name, names)} "
+            f"{kind.capitalize()}s in {directory}: {', '.join(names) or '(none)'}."
+        )
+    return Path(directory) / f"{name}.py"
+
+
 def import_file(path: str | Path, module_name: str) -> ModuleType:
     """Runs the Python file ``path`` as a module named ``module_name`` and returns it."""
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -60,13 +72,7 @@ def load_experiment(name: str, directory: str | Path) -> ml_collections.ConfigDi
     The experiment's name is recorded as ``config.experiment``. Locking makes an attempt to
     set a field that does not exist an error instead of a silent new field.
     """
-    names = available_experiments(directory)
-    if name not in names:
-        raise ConfigError(
-            f"unknown experiment {name!r}.{did_you_mean(name, names)} "
-            f"Experiments in {directory}: {', '.join(names) or '(none)'}."
-        )
-    path = Path(directory) / f"{name}.py"
+    path = named_file("experiment", name, directory)
     config = import_file(path, f"cnnjax_experiment_{name}").get_config()
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
