@@ -28,8 +28,9 @@ each checkpoint under a temporary name and renames it when complete, so a crash 
 second signal mid-write leaves the earlier checkpoints intact (the temporary directory is
 cleaned up by the next launch).
 
-Which are kept. This module prunes, not orbax: once a new checkpoint is on disk it is
-read back and verified, and only then are older ones deleted, keeping the latest
+Which are kept. This module prunes, not orbax: once a new checkpoint is on disk and
+older ones are due for deletion, it is read back and verified, and only then are they
+deleted (one that deletes nothing is verified when a resume reads it), keeping the latest
 ``checkpoint.keep`` and, with ``checkpoint.keep_best``, the one with the highest finite
 metric (both metrics are better when higher; measured on the validation split when the
 run has one, else on the test split). So retention never deletes the last verified
@@ -121,7 +122,11 @@ def _first_line(e: BaseException) -> str:
 
 
 def _abstract(tree: Any) -> Any:
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
+    """Shapes, dtypes and shardings of ``tree`` (host arrays: none, read back to host)."""
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)),
+        tree,
+    )
 
 
 class Checkpoints:
@@ -230,24 +235,27 @@ class Checkpoints:
         if pending is None:
             return
         step, abstract = pending
+        doomed = self._prunable(newest=step)
+        if not doomed:  # nothing to delete: resuming verifies it when it is needed
+            return
         try:
             self.restore(abstract, step)
         except CorruptCheckpointError as e:
             self.set_aside(step, f"does not verify after writing: {e}")
             return
-        self._prune(newest_verified=step)
+        for old in doomed:
+            self._manager.delete(old)
+            self._metrics.pop(old, None)
 
-    def _prune(self, *, newest_verified: int) -> None:
+    def _prunable(self, *, newest: int) -> list[int]:
+        """The steps retention deletes once checkpoint ``newest`` verifies."""
         steps = self.all_steps()
-        keep = set(steps[-self._keep :]) | {newest_verified}
+        keep = set(steps[-self._keep :]) | {newest}
         if self._keep_best:
             ranked = [(m, s) for s in steps if (m := self._metric(s)) is not None]
             if ranked:
                 keep.add(max(ranked)[1])
-        for step in steps:
-            if step not in keep and step < newest_verified:
-                self._manager.delete(step)
-                self._metrics.pop(step, None)
+        return [s for s in steps if s not in keep and s < newest]
 
     def _metric(self, step: int) -> float | None:
         """The ranking metric of checkpoint ``step`` (read from its meta once)."""

@@ -255,10 +255,11 @@ def _train(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), tree
         )
 
-    init = jax.vmap(fresh_state) if stacked else fresh_state
-    abstract = with_shardings(jax.eval_shape(init, init_key))
-    shardings = jax.tree.map(lambda a: a.sharding, abstract)
     abstract_one = with_shardings(jax.eval_shape(fresh_state, jax.random.key(0)))
+    abstract = (
+        with_shardings(jax.eval_shape(jax.vmap(fresh_state), init_key)) if stacked else abstract_one
+    )
+    shardings = jax.tree.map(lambda a: a.sharding, abstract)
 
     # ------------------------------------------------------------------ restore
     # The config is sound (every check above passed): from here on the work directories
@@ -278,7 +279,14 @@ def _train(
     metric = task.metric
     resumed = restore_newest_verified(checkpoints, abstract_one)
     if resumed is None:
-        state = jax.jit(init, out_shardings=shardings)(init_key)
+        # Seeds trained together are initialised one by one with the program of one run:
+        # random initialisers are slow to compile, and more so vmapped.
+        init = jax.jit(fresh_state, out_shardings=jax.tree.map(lambda a: a.sharding, abstract_one))
+        if stacked:
+            seed_states = [init(_seed_keys(seed)[_INIT_STREAM]) for seed in seed_list]
+            state = jax.device_put(_stack(seed_states), shardings)
+        else:
+            state = init(init_key)
         start_step, elapsed_before = 0, 0.0
     else:
         start_step, restored = resumed
@@ -468,23 +476,26 @@ def _config_dict(config: ml_collections.ConfigDict, seed: int) -> dict[str, Any]
     return {**json.loads(config.to_json_best_effort()), "seed": seed}
 
 
+def _seed_keys(seed: int) -> list[jax.Array]:
+    """The init, data and step keys of ``seed``: ``fold_in(key(seed), stream)`` per
+    independent stream."""
+    root = jax.random.key(seed)
+    return [jax.random.fold_in(root, s) for s in (_INIT_STREAM, _DATA_STREAM, _STEP_STREAM)]
+
+
 def _stream_keys(seeds: list[int], stacked: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The init, data and step keys of ``seeds`` (each ``(len(seeds),)`` when stacked, else
-    of the one seed): ``fold_in(key(seed), stream)`` per independent stream."""
-
-    def keys(seed: int) -> list[jax.Array]:
-        root = jax.random.key(seed)
-        return [jax.random.fold_in(root, s) for s in (_INIT_STREAM, _DATA_STREAM, _STEP_STREAM)]
-
-    per_seed = [keys(seed) for seed in seeds]
+    """:func:`_seed_keys` of ``seeds``, each stacked to ``(len(seeds),)`` when ``stacked``,
+    else those of the one seed."""
+    per_seed = [_seed_keys(seed) for seed in seeds]
     if not stacked:
         return tuple(per_seed[0])
     return tuple(jnp.stack([k[i] for k in per_seed]) for i in range(3))
 
 
 def _stack(trees: list[Any]) -> Any:
-    """Trees of equal structure stacked leaf by leaf on a new leading axis."""
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+    """Trees of equal structure stacked leaf by leaf on a new leading axis (on the host:
+    stacking device arrays would compile a program per leaf shape)."""
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *jax.device_get(trees))
 
 
 def _seed_slice(tree: Any, k: int) -> Any:
@@ -492,12 +503,11 @@ def _seed_slice(tree: Any, k: int) -> Any:
     return jax.tree.map(lambda a: a[k], tree)
 
 
-@jax.jit
 def _unstack(tree: Any) -> list[Any]:
-    """Every seed's tree, from a tree stacked on its leading axis: one compiled program
-    (slicing each device array apart would compile two programs per leaf shape)."""
-    seeds = jax.tree.leaves(tree)[0].shape[0]
-    return [jax.tree.map(lambda a, k=k: a[k], tree) for k in range(seeds)]
+    """Every seed's tree (host arrays), from a tree stacked on its leading axis: one copy
+    off the device, sliced there (slicing device arrays would compile programs)."""
+    host = jax.device_get(tree)
+    return [_seed_slice(host, k) for k in range(jax.tree.leaves(host)[0].shape[0])]
 
 
 def _raise_if_diverged(
