@@ -18,7 +18,7 @@ from types import ModuleType
 
 import ml_collections
 
-from cnnjax.training import augment, feed, optim, step, tasks
+from cnnjax.training import augment, feed, optim, precision, sharding, step, tasks
 from cnnjax.training.errors import ConfigError, did_you_mean
 
 # Units a duration may be given in (big_vision's ``utils.steps``): ``total_epochs``,
@@ -195,6 +195,8 @@ def validate(config: ml_collections.ConfigDict, *, models: Sequence[str]) -> Non
     _check_choice("augment.name", config.augment.name, augment.AUGMENTATIONS)
     augment.check_fields(config.augment)
     _check_choice("dataset.placement", config.dataset.placement, feed.PLACEMENTS)
+    _check_choice("dtype", config.dtype, precision.DTYPES)
+    _check_choice("sharding.params", config.sharding.params, sharding.PARAM_SHARDINGS)
     positive = ("batch_size", "eval_batch_size", "steps_per_call", "microbatches",
                 "optimizer.base_batch_size", "checkpoint.every_epochs",
                 "checkpoint.keep")  # fmt: skip

@@ -47,6 +47,16 @@ def get_config() -> ml_collections.ConfigDict:
     # (outputs vs inputs: squared error, PSNR); see cnnjax.training.tasks.
     c.task = "classification"
 
+    # Compute dtype of the forward and backward passes: "float32", "bfloat16" or
+    # "float16"; parameters and optimizer state stay float32, and float16 adds dynamic
+    # loss scaling (cnnjax.training.precision).
+    c.dtype = "float32"
+    c.sharding = ml_collections.ConfigDict()
+    # Parameters and optimizer state over the devices of the mesh's "data" axis:
+    # "replicate" (each device holds them all) or "fsdp" (each large array split along
+    # one dimension; cnnjax.training.sharding).
+    c.sharding.params = "replicate"
+
     c.batch_size = 128
     c.eval_batch_size = 1000
     c.steps_per_call = 1  # train steps fused into one jitted call (same result, less overhead)
