@@ -21,6 +21,10 @@
   --restart             start afresh in a work directory that holds a run: its files are
                         moved to set_aside/ (never deleted)
   --debug               print the traceback of an error, not only its one line
+  --coordinator_address HOST:PORT, --num_processes N, --process_id K
+                        this process is process K of N that train one run together
+                        (JAX's distributed runtime); detected without flags under SLURM
+                        and on Cloud TPU VMs
 
 Exit status: one per kind of failure, in :data:`EXIT_CODES` (the README prints
 :func:`exit_status_table`). The work happens in :func:`cnnjax.training.train_and_evaluate`,
@@ -43,6 +47,7 @@ from cnnjax.training import (
     Interrupted,
     apply_overrides,
     available_experiments,
+    distributed,
     experiment_description,
     load_experiment,
     train_and_evaluate,
@@ -150,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
         help="start afresh in a work directory that holds a run (its files are set aside)",
     )
     parser.add_argument("--debug", action="store_true", help="print tracebacks of errors")
+    parser.add_argument("--coordinator_address", help="HOST:PORT of process 0 (multi-process)")
+    parser.add_argument("--num_processes", type=int, help="processes training one run")
+    parser.add_argument("--process_id", type=int, help="this process's index among them")
     return parser
 
 
@@ -163,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:  # orbax logs the failures it raises, with tracebacks, through absl
         logging.getLogger("absl").setLevel(logging.CRITICAL)
     try:
+        if args.exp:  # before anything touches the devices
+            distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+        elif args.coordinator_address or args.num_processes or args.process_id is not None:
+            raise ConfigError("--coordinator_address/--num_processes/--process_id need --exp")
         return _dispatch(args, overrides)
     except tuple(EXIT_CODES) as e:
         if args.debug:

@@ -152,9 +152,14 @@ def test_epoch_order_is_a_permutation_fixed_by_key_and_epoch():
 
 
 def _batches(args, num_steps: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """What the train chunk gathers from its feed arguments, written out in NumPy."""
-    images, labels, order, start = (np.asarray(a) for a in args)
-    idx = order[start * batch_size : (start + num_steps) * batch_size]
+    """What the train chunk trains on, from its feed arguments, written out in NumPy
+    (``(num_steps * B, ...)``): gathered by ``order``, or the streamed batches."""
+    images, labels, order, start = args
+    images, labels = np.asarray(images), np.asarray(labels)
+    if order is None:
+        assert images.shape[:2] == labels.shape == (num_steps, batch_size)
+        return images.reshape(-1, *images.shape[2:]), labels.reshape(-1)
+    idx = np.asarray(order)[start * batch_size : (start + num_steps) * batch_size]
     return images[idx], labels[idx]
 
 
@@ -180,9 +185,11 @@ def test_eval_feed_covers_every_test_example_once(resident):
     f = feed.EvalFeed(split, _mesh(), eval_batch_size=6, resident=resident)
     images, labels = [], []
     for chunk_images, chunk_labels, num_valid in f.chunks():
-        assert chunk_images.shape[0] % 6 == 0 and num_valid <= chunk_images.shape[0]
-        images.append(np.asarray(chunk_images)[:num_valid])
-        labels.append(np.asarray(chunk_labels)[:num_valid])
+        batches = chunk_images.shape[0]
+        assert chunk_images.shape[1] == 6 and chunk_labels.shape == (batches, 6)
+        assert batches * 6 - 6 < num_valid <= batches * 6  # padded to whole batches only
+        images.append(np.asarray(chunk_images).reshape(-1, *split.images.shape[1:])[:num_valid])
+        labels.append(np.asarray(chunk_labels).reshape(-1)[:num_valid])
     np.testing.assert_array_equal(np.concatenate(images), split.images)
     np.testing.assert_array_equal(np.concatenate(labels), split.labels)
 

@@ -172,7 +172,7 @@ def test_evaluation_counts_each_example_once_and_ignores_padding():
         eval_batch_size=8,
         batch_sharding=NamedSharding(mesh, P("data")),
     )
-    sums = jax.device_get(evaluate(state, images, labels, n))
+    sums = jax.device_get(evaluate(state, images.reshape(2, 8, 8, 8, 1), labels.reshape(2, 8), n))
     forward = jax.jit(lambda variables, x: model.apply(variables, pre(x)))
     logits = np.asarray(forward(state.variables(), images[:n]), np.float64)
     log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))

@@ -267,11 +267,13 @@ def make_train_chunk(
     returns ``(state, steps)``, ``steps`` a copy of ``state.step`` that is not donated to
     the next call, so the caller can wait for this call's end (the trainer keeps at most
     one call queued behind the running one, to stop promptly). It runs steps on the
-    batches ``images[order[(start + j) * B : (start + j + 1) * B]]``,
-    ``j < num_steps``, gathering each batch on the device and sharding it over the mesh's
-    ``data`` axis (``batch_sharding``). Fusing steps (``config.steps_per_call``) only
-    saves dispatch overhead: ``lax.scan`` runs the same step, so results match single
-    steps. ``state`` is donated: its buffers are reused for the new state.
+    batches ``images[order[(start + j) * B : (start + j + 1) * B]]``, ``j < num_steps``,
+    gathering each batch on the device (resident feeds), or, with ``order`` None, on
+    ``images[j]`` of the streamed ``images (num_steps, B, ...)``; each batch is sharded
+    over the mesh's ``data`` axis (``batch_sharding``). Fusing steps
+    (``config.steps_per_call``) only saves dispatch overhead: ``lax.scan`` runs the same
+    step, so results match single steps. ``state`` is donated: its buffers are reused for
+    the new state.
 
     Args:
       train_step: from :func:`make_train_step`.
@@ -283,14 +285,25 @@ def make_train_chunk(
     """
 
     def run(state, images, labels, order, start, step_key, num_steps):
-        idx = lax.dynamic_slice_in_dim(order, start * batch_size, num_steps * batch_size)
+        if order is None:  # streamed: the call's batches, (num_steps, B, ...)
+            xs = (images, labels)
 
-        def body(state, batch_idx):
-            batch_idx = lax.with_sharding_constraint(batch_idx, batch_sharding)
-            x = lax.with_sharding_constraint(images[batch_idx], batch_sharding)
-            return train_step(state, x, labels[batch_idx], step_key), None
+            def batch(xy):
+                return xy
 
-        state, _ = lax.scan(body, state, idx.reshape(num_steps, batch_size))
+        else:  # resident: each batch gathered here from the whole split
+            idx = lax.dynamic_slice_in_dim(order, start * batch_size, num_steps * batch_size)
+            xs = idx.reshape(num_steps, batch_size)
+
+            def batch(batch_idx):
+                batch_idx = lax.with_sharding_constraint(batch_idx, batch_sharding)
+                return images[batch_idx], labels[batch_idx]
+
+        def body(state, x):
+            x, y = (lax.with_sharding_constraint(a, batch_sharding) for a in batch(x))
+            return train_step(state, x, y, step_key), None
+
+        state, _ = lax.scan(body, state, xs)
         return state, state.step + 0
 
     @functools.partial(jax.jit, static_argnames="num_steps", donate_argnames="state")
@@ -314,25 +327,24 @@ def make_eval_chunk(
 ) -> Callable[..., dict[str, jax.Array]]:
     """Evaluation sums over a padded chunk of examples, in one jitted call.
 
-    The returned ``chunk(state, images, labels, num_valid)`` takes ``images (M, H, W, C)``
-    uint8 and ``labels (M,)`` with ``M`` a multiple of ``eval_batch_size``, of which only
-    the first ``num_valid`` are real, and returns the sums ``loss``, ``metric``, ``count``
-    over those (``count == num_valid``). With ``stacked``, ``state`` holds several seeds'
-    states on a leading axis and each sum is ``(seeds,)``.
+    The returned ``chunk(state, images, labels, num_valid)`` takes ``images (K, E, H, W,
+    C)`` uint8 and ``labels (K, E)``, ``K`` batches of ``E = eval_batch_size``, of which
+    only the first ``num_valid`` of the ``K * E`` are real, and returns the sums
+    ``loss``, ``metric``, ``count`` over those (``count == num_valid``). With ``stacked``,
+    ``state`` holds several seeds' states on a leading axis and each sum is ``(seeds,)``.
     """
 
     def run(state: TrainState, images, labels, num_valid):
-        def body(sums, b):
-            lo = b * eval_batch_size
-            x = lax.dynamic_slice_in_dim(images, lo, eval_batch_size)
-            y = lax.dynamic_slice_in_dim(labels, lo, eval_batch_size)
-            x = lax.with_sharding_constraint(x, batch_sharding)
+        def body(sums, batch):
+            b, x, y = batch
+            x, y = (lax.with_sharding_constraint(a, batch_sharding) for a in (x, y))
             x = preprocess(x)
             outputs = model.apply(state.variables(), x, train=False)
-            mask = lo + jnp.arange(eval_batch_size) < num_valid
+            mask = b * eval_batch_size + jnp.arange(eval_batch_size) < num_valid
             return add_sums(sums, *task.evaluate(outputs, x, y), mask), None
 
-        sums, _ = lax.scan(body, zero_sums(), jnp.arange(images.shape[0] // eval_batch_size))
+        batches = (jnp.arange(images.shape[0]), images, labels)
+        sums, _ = lax.scan(body, zero_sums(), batches)
         return sums
 
     return jax.jit(jax.vmap(run, in_axes=(0, None, None, None)) if stacked else run)
