@@ -60,6 +60,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cnnjax.training import distributed
 from cnnjax.training.errors import NoVerifiedCheckpointError
 from cnnjax.training.step import TrainState
 from cnnjax.training.workdir import SET_ASIDE, unused_path
@@ -73,7 +74,7 @@ class CorruptCheckpointError(Exception):
 
 def array_digests(tree: Any) -> dict[str, str]:
     """``{leaf path: SHA-256 hex}`` of every array of ``tree`` (dtype, shape and bytes)."""
-    leaves, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))
+    leaves, _ = jax.tree_util.tree_flatten_with_path(distributed.to_host(tree))
     return {jax.tree_util.keystr(path): _digest(np.asarray(leaf)) for path, leaf in leaves}
 
 
@@ -92,7 +93,7 @@ def is_finite(tree: Any) -> bool:
     """Whether every floating-point entry of ``tree`` is finite."""
     return all(
         bool(np.isfinite(leaf).all())
-        for leaf in jax.tree.leaves(jax.device_get(tree))
+        for leaf in jax.tree.leaves(distributed.to_host(tree))
         if np.issubdtype(np.asarray(leaf).dtype, np.inexact)
     )
 
@@ -217,15 +218,18 @@ class Checkpoints:
         """Moves checkpoint ``step`` to ``set_aside/checkpoint-STEP[.k]`` and says so on
         stderr, in one line with ``reason``; returns the new path."""
         target = unused_path(self.directory.parent / SET_ASIDE / f"checkpoint-{step}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        (self.directory / str(step)).rename(target)
+        if distributed.is_primary():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (self.directory / str(step)).rename(target)
+        distributed.barrier(f"cnnjax: set aside {self.directory}/{step}")
         self._manager.reload()
         self._metrics.pop(step, None)
-        print(
-            f"Checkpoint {step} in {self.directory} {reason}; set aside as {target}",
-            file=sys.stderr,
-            flush=True,
-        )
+        if distributed.is_primary():
+            print(
+                f"Checkpoint {step} in {self.directory} {reason}; set aside as {target}",
+                file=sys.stderr,
+                flush=True,
+            )
         return target
 
     def _finish_pending(self) -> None:

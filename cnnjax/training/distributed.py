@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from typing import Any
 
 import jax
 import numpy as np
@@ -95,3 +96,16 @@ def barrier(name: str) -> None:
     """Waits until every process got here (``name`` must be the same on all)."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
+
+
+def to_host(tree: Any) -> Any:
+    """``tree``'s arrays as NumPy arrays on every process: copied off the devices, and
+    gathered from the other processes where this one holds only a share (a collective
+    then: every process must call it)."""
+
+    def one(a: Any) -> Any:
+        if not isinstance(a, jax.Array) or a.is_fully_addressable or a.is_fully_replicated:
+            return np.asarray(jax.device_get(a))
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+    return jax.tree.map(one, tree)

@@ -39,10 +39,16 @@ def write_json(path: str | Path, obj: Any, *, sort_keys: bool = True) -> None:
 
 class MetricsLog:
     """``metrics.jsonl`` and TensorBoard events in ``workdir``, for a task's ``metric`` on
-    ``splits`` (``"train"``, ``"val"``, ``"test"``)."""
+    ``splits`` (``"train"``, ``"val"``, ``"test"``). With ``write=False`` (the processes
+    other than 0 of a multi-process run) it only reads: appending does nothing."""
 
     def __init__(
-        self, workdir: str | Path, *, metric: str, splits: tuple[str, ...] = ("train", "test")
+        self,
+        workdir: str | Path,
+        *,
+        metric: str,
+        splits: tuple[str, ...] = ("train", "test"),
+        write: bool = True,
     ):
         from tensorboardX import SummaryWriter
 
@@ -51,7 +57,9 @@ class MetricsLog:
             for name in ("loss", metric):
                 self._tags[f"{split}_{name}"] = f"{split}/{name}"
         self.path = Path(workdir) / "metrics.jsonl"
-        self._tensorboard = SummaryWriter(logdir=str(Path(workdir) / "tensorboard"))
+        self._write = write
+        if write:
+            self._tensorboard = SummaryWriter(logdir=str(Path(workdir) / "tensorboard"))
 
     def records(self) -> list[Record]:
         """Every record written so far, oldest first."""
@@ -64,6 +72,8 @@ class MetricsLog:
         """Keeps only the records at or before ``step`` (those a resume from checkpoint
         ``step`` will not redo) and returns them."""
         kept = [r for r in self.records() if r["step"] <= step]
+        if not self._write:
+            return kept
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
         os.replace(tmp, self.path)
@@ -71,6 +81,8 @@ class MetricsLog:
 
     def append(self, record: Record) -> None:
         """Appends ``record`` to the file (flushed and synced) and to TensorBoard."""
+        if not self._write:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -80,7 +92,8 @@ class MetricsLog:
         self._tensorboard.flush()
 
     def close(self) -> None:
-        self._tensorboard.close()
+        if self._write:
+            self._tensorboard.close()
 
 
 def plot_learning_curves(

@@ -259,6 +259,7 @@ def make_train_chunk(
     *,
     batch_size: int,
     batch_sharding: NamedSharding,
+    state_shardings: PyTree | None = None,
     seed_axes: tuple[int | None, ...] | None = None,
 ) -> Callable[..., tuple[TrainState, jax.Array]]:
     """``num_steps`` consecutive train steps in one jitted call.
@@ -279,6 +280,8 @@ def make_train_chunk(
       train_step: from :func:`make_train_step`.
       batch_size: ``B``, the global batch (a multiple of the number of devices).
       batch_sharding: sharding of a batch's leading axis.
+      state_shardings: the sharding of every leaf of the state, in and out (None: those
+        of the state passed in).
       seed_axes: train several seeds at once: the ``jax.vmap`` axes of ``(state, images,
         labels, order, start, step_key)``, e.g. ``(0, None, None, 0, None, 0)`` for stacked
         states, orders and keys over one shared dataset. ``None``: one run, no vmap.
@@ -306,12 +309,21 @@ def make_train_chunk(
         state, _ = lax.scan(body, state, xs)
         return state, state.step + 0
 
-    @functools.partial(jax.jit, static_argnames="num_steps", donate_argnames="state")
-    def chunk(state, images, labels, order, start, step_key, *, num_steps: int):
+    @functools.partial(
+        jax.jit,
+        static_argnums=6,
+        donate_argnums=0,
+        in_shardings=(state_shardings, None, None, None, None, None),
+        out_shardings=(state_shardings, None),
+    )
+    def jitted(state, images, labels, order, start, step_key, num_steps: int):
         f = functools.partial(run, num_steps=num_steps)
         if seed_axes is not None:
             f = jax.vmap(f, in_axes=seed_axes)
         return f(state, images, labels, order, start, step_key)
+
+    def chunk(state, images, labels, order, start, step_key, *, num_steps: int):
+        return jitted(state, images, labels, order, start, step_key, num_steps)
 
     return chunk
 

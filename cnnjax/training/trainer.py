@@ -22,11 +22,12 @@ continue the epoch's train metrics.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -37,15 +38,14 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 import cnnjax
 from cnnjax import models
 from cnnjax.analysis.summary import format_table
-from cnnjax.training import console, optim
+from cnnjax.training import console, distributed, optim
 from cnnjax.training import feed as feed_lib
+from cnnjax.training import sharding as sharding_lib
 from cnnjax.training import tasks as tasks_lib
 from cnnjax.training import workdir as workdir_lib
 from cnnjax.training.checkpoint import Checkpoints, SaveSchedule, restore_newest_verified
@@ -136,12 +136,16 @@ def train_and_evaluate(
     # Locked before anything is written; an incompatible earlier run is refused (or, with
     # restart, set aside) before anything is written either.
     # A stop requested from here on is honoured after the first train call.
-    with workdir_lib.locked(run_dirs), workdir_lib.write_errors(), StopRequest() as stop:
+    # With several processes, process 0 holds the lock and moves files; the others wait.
+    primary = distributed.is_primary()
+    lock = workdir_lib.locked(run_dirs) if primary else contextlib.nullcontext()
+    with lock, workdir_lib.write_errors(), StopRequest() as stop:
         for run_dir, config_dict in zip(run_dirs, config_dicts, strict=True):
             if not restart:
                 workdir_lib.check_resumable(run_dir, config_dict)
-            elif moved := workdir_lib.set_aside_run(run_dir):
-                print(f"--restart: the earlier run's files are in {moved}", flush=True)
+            elif primary and (moved := workdir_lib.set_aside_run(run_dir)):
+                _say(f"--restart: the earlier run's files are in {moved}", flush=True)
+        distributed.barrier("cnnjax: work directories ready")
         return _train(
             config, workdir, run_dirs, config_dicts, seed_list, stacked, stop_at_step, stop
         )
@@ -159,18 +163,23 @@ def _train(
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """The stages of :func:`train_and_evaluate` from data to summary, in locked ``run_dirs``
     (``stop``: the SIGTERM/SIGINT request the loop polls)."""
-    print(f"Experiment {config.experiment!r}, work directory {workdir}\n{config}", flush=True)
+    primary = distributed.is_primary()
+    _say(f"Experiment {config.experiment!r}, work directory {workdir}\n{config}", flush=True)
     if stacked:
-        print(f"Seeds {seed_list} trained together (vmapped)", flush=True)
+        _say(f"Seeds {seed_list} trained together (vmapped)", flush=True)
 
     task = tasks_lib.make_task(config)
 
     # ------------------------------------------------------------------ data
     inputs = build_inputs(config)
     dataset, preprocess, augment = inputs.dataset, inputs.preprocess, inputs.augment
-    mesh = Mesh(np.array(jax.devices()), ("data",))
-    batch_sharding = NamedSharding(mesh, P("data"))
-    replicated = NamedSharding(mesh, P())
+    mesh = sharding_lib.make_mesh()
+    if stacked and jax.process_count() > 1:
+        raise ConfigError(
+            f"seeds trained together (vmapped) need one process, not {jax.process_count()}: "
+            "train them one by one (--sweep.vmap_seeds=false)"
+        )
+    batch_sharding = sharding_lib.batch_sharding(mesh)
     _check_divisible(config, mesh.size)
     resident = feed_lib.is_resident(
         dataset,
@@ -202,7 +211,7 @@ def _train(
     warmup_steps = steps("warmup", config.schedule, **durations, default=0)
     num_epochs = -(-total_steps // steps_per_epoch)
     validation = f" / {len(dataset.validation):,} validation" if select == "val" else ""
-    print(
+    _say(
         f"Data: {dataset.name}, {len(dataset.train):,} train{validation} / "
         f"{len(dataset.test):,} test images {dataset.train.images.shape[1:]}, "
         f"{dataset.num_classes} classes, "
@@ -215,7 +224,7 @@ def _train(
     # ------------------------------------------------------------------ model
     model = models.get(config.model.name, **config.model.kwargs.to_dict())
     rows = check_model(model, config.model.name, inputs, task)
-    print(f"Model {config.model.name!r}:\n{format_table(rows)}", flush=True)
+    _say(f"Model {config.model.name!r}:\n{format_table(rows)}", flush=True)
 
     # ------------------------------------------------------------------ optimizer, steps
     schedule = optim.make_schedule(config, total_steps=total_steps, warmup_steps=warmup_steps)
@@ -230,12 +239,7 @@ def _train(
         augment=augment,
         microbatches=config.microbatches,
         on_nonfinite=config.on_nonfinite,
-    )
-    train_chunk = make_train_chunk(
-        train_step,
-        batch_size=config.batch_size,
-        batch_sharding=batch_sharding,
-        seed_axes=(0, train_feed.data_axis, train_feed.data_axis, 0, None, 0) if stacked else None,
+        dtype=config.dtype,
     )
     eval_chunk = make_eval_chunk(
         model,
@@ -244,15 +248,19 @@ def _train(
         eval_batch_size=config.eval_batch_size,
         batch_sharding=batch_sharding,
         stacked=stacked,
+        dtype=config.dtype,
     )
 
     # ------------------------------------------------------------------ init (shapes first)
     def fresh_state(key: jax.Array) -> TrainState:
-        return init_state(model, tx, key, jnp.zeros(inputs.input_shape, jnp.float32))
+        return init_state(
+            model, tx, key, jnp.zeros(inputs.input_shape, jnp.float32), dtype=config.dtype
+        )
 
     def with_shardings(tree):
+        shardings = sharding_lib.state_shardings(tree, mesh, config.sharding.params)
         return jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), tree
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings
         )
 
     abstract_one = with_shardings(jax.eval_shape(fresh_state, jax.random.key(0)))
@@ -260,13 +268,21 @@ def _train(
         with_shardings(jax.eval_shape(jax.vmap(fresh_state), init_key)) if stacked else abstract_one
     )
     shardings = jax.tree.map(lambda a: a.sharding, abstract)
+    train_chunk = make_train_chunk(
+        train_step,
+        batch_size=config.batch_size,
+        batch_sharding=batch_sharding,
+        state_shardings=shardings,
+        seed_axes=(0, train_feed.data_axis, train_feed.data_axis, 0, None, 0) if stacked else None,
+    )
 
     # ------------------------------------------------------------------ restore
     # The config is sound (every check above passed): from here on the work directories
     # are written.
     checkpoints, logs = [], []
     for run_dir, config_dict in zip(run_dirs, config_dicts, strict=True):
-        write_json(run_dir / "config.json", config_dict)
+        if primary:
+            write_json(run_dir / "config.json", config_dict)
         checkpoints.append(
             Checkpoints(
                 run_dir / "checkpoints",
@@ -275,7 +291,9 @@ def _train(
                 async_save=config.checkpoint.async_save,
             )
         )
-        logs.append(MetricsLog(run_dir, metric=task.metric, splits=("train", *eval_feeds)))
+        logs.append(
+            MetricsLog(run_dir, metric=task.metric, splits=("train", *eval_feeds), write=primary)
+        )
     metric = task.metric
     resumed = restore_newest_verified(checkpoints, abstract_one)
     if resumed is None:
@@ -294,7 +312,7 @@ def _train(
         state = jax.device_put(_stack(states) if stacked else states[0], shardings)
         meta = restored[0][1]
         elapsed_before = max(m["elapsed_seconds"] for _, m in restored)
-        print(
+        _say(
             f"Resumed from checkpoint at step {start_step:,} (epoch "
             f"{meta['epochs_done'] + 1}, step {meta['step_in_epoch']} of {steps_per_epoch})",
             flush=True,
@@ -330,10 +348,15 @@ def _train(
             )
         periodic.saved(step)
 
-    def stop_here(step: int) -> NoReturn:
-        """Saves one checkpoint and stops (SIGTERM/SIGINT or ``stop_at_step``)."""
+    def stop_here(step: int, signum: int) -> NoReturn:
+        """Saves one checkpoint and stops (signal ``signum``, 0: ``stop_at_step``)."""
         save_all(step)
-        raise Interrupted(step, stop.signum)
+        raise Interrupted(step, signum or None)
+
+    def stop_signal() -> int:
+        """The signal that asked any process to stop (0: none), agreed by all, so that
+        they all stop after the same step."""
+        return distributed.agree_max(stop.signum or 0)
 
     def check_finite() -> None:
         """Stops a run with ``on_nonfinite="stop"`` that met a non-finite step."""
@@ -390,10 +413,11 @@ def _train(
                     in_flight.block_until_ready()
                 in_flight = done
                 step += n
-                if stop.requested or (stop_at_step is not None and step >= stop_at_step):
+                signum = stop_signal()
+                if signum or (stop_at_step is not None and step >= stop_at_step):
                     progress.finish()
-                    stop_here(step)
-                if periodic.due(step) and step < epoch_end:
+                    stop_here(step, signum)
+                if distributed.agree_max(periodic.due(step)) and step < epoch_end:
                     save_all(step)
             train_sums = jax.device_get(state.sums)  # waits for the epoch's last step
             check_finite()
@@ -401,9 +425,9 @@ def _train(
             # ------------------------------------------------------------ evaluate
             eval_sums = {}
             for split, feed in eval_feeds.items():
-                eval_sums[split] = _evaluate(eval_chunk, state, feed, stop)
+                eval_sums[split] = _evaluate(eval_chunk, state, feed, stop_signal)
                 if eval_sums[split] is None:
-                    stop_here(step)
+                    stop_here(step, stop_signal())
             # ------------------------------------------------------------ log
             common = {
                 "epoch": epoch + 1,
@@ -420,7 +444,7 @@ def _train(
                 run_records.append(record)
                 log.append(record)
                 prefix = f"seed {seed_list[k]}: " if stacked else ""
-                print(prefix + console.epoch_line(record, num_epochs, task), flush=True)
+                _say(prefix + console.epoch_line(record, num_epochs, task), flush=True)
             # ------------------------------------------------------------ checkpoint
             if (epoch + 1) % config.checkpoint.every_epochs == 0 or step == total_steps:
                 save_all(step, [r[-1][f"{select}_{metric}"] for r in records])
@@ -432,7 +456,7 @@ def _train(
         ):
             ckpt.close()
             log.close()
-            if run_records:
+            if run_records and primary:
                 plot_learning_curves(
                     run_records,
                     run_dir / "learning_curves.png",
@@ -444,9 +468,11 @@ def _train(
     summaries = []
     run_states = _unstack(state) if stacked else [state]
     for k, (run_records, run_dir) in enumerate(zip(records, run_dirs, strict=True)):
-        run_state = run_states[k]
         if isinstance(task, tasks_lib.Reconstruction):
-            _save_reconstructions(model, run_state, preprocess, dataset.test.images[:8], run_dir)
+            run_state = distributed.to_host(run_states[k])  # on every process: may gather
+            if primary:
+                images = dataset.test.images[:8]
+                _save_reconstructions(model, run_state, preprocess, images, run_dir)
         summary = summarize(
             run_records,
             experiment=config.experiment,
@@ -460,10 +486,17 @@ def _train(
         summary["seeds_trained_together"] = seed_list if stacked else None
         summary["workdir"] = str(run_dir)
         summary["devices"] = [str(d) for d in jax.devices()]
-        write_json(run_dir / "summary.json", summary)
-        print(console.final_report(summary, run_dir, task), flush=True)
+        if primary:
+            write_json(run_dir / "summary.json", summary)
+        _say(console.final_report(summary, run_dir, task), flush=True)
         summaries.append(summary)
     return summaries if stacked else summaries[0]
+
+
+def _say(*args: Any, **kwargs: Any) -> None:
+    """``print``, on the process that writes the run's files only."""
+    if distributed.is_primary():
+        print(*args, **kwargs)
 
 
 def seed_dir(workdir: str | Path, seed: int) -> Path:
@@ -578,7 +611,8 @@ class _EpochProgress:
             desc=desc,
             unit="step",
             leave=False,
-            disable=None,  # no bar when stdout is not a terminal (logs, CI)
+            # No bar when stdout is not a terminal (logs, CI), nor on processes but 0.
+            disable=None if distributed.is_primary() else True,
             dynamic_ncols=True,
         )
         self._batch_size = batch_size
@@ -647,13 +681,14 @@ def _save_reconstructions(
 
 
 def _evaluate(
-    eval_chunk, state: TrainState, eval_feed: feed_lib.EvalFeed, stop: StopRequest
+    eval_chunk, state: TrainState, eval_feed: feed_lib.EvalFeed, stop_signal: Callable[[], int]
 ) -> dict[str, Any] | None:
     """Loss/metric/count sums over a whole split (each ``(seeds,)`` for stacked states);
-    None when a stop was requested before the split was done."""
+    None when ``stop_signal()`` (agreed by all processes) asked to stop before the split
+    was done."""
     total = {"loss": 0.0, "metric": 0.0, "count": 0}
     for images, labels, num_valid in eval_feed.chunks():
-        if stop.requested:
+        if stop_signal():
             return None
         sums = jax.device_get(eval_chunk(state, images, labels, num_valid))
         total = {k: total[k] + np.asarray(sums[k], np.float64) for k in total}
