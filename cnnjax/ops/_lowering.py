@@ -13,17 +13,21 @@ convolution ~50x slower than outside one (1.7 s vs 32 ms for 128 x 13 x 13 x 32 
 3x3), at every width. On CPU we therefore lower every convolution to "im2col": gather the
 kernel taps into a patch tensor with strided slices and contract it with the kernel in one
 matmul (``dot_general``), which XLA's CPU backend runs through its fast GEMM, and whose
-transpose (the gradient) is again slices, pads and matmuls. Only when the patches would
-exceed ``IM2COL_MAX_BYTES`` is the native convolution kept, to bound memory. On GPU/TPU
-the native convolution is the fast path and is kept.
+transpose (the gradient) is again slices, pads and matmuls. Depthwise convolutions (one
+input channel per group) skip the matmul: they are the sum over taps of shifted inputs
+times per-channel weights (:func:`_conv_depthwise`). Only when the patches would exceed
+``IM2COL_MAX_BYTES`` is the native convolution kept, to bound memory. On GPU/TPU the
+native convolution is the fast path and is kept.
 ``jax.lax.platform_dependent`` makes the choice when the computation is lowered for its
 device, not when it is traced, so one jitted function is right on every backend.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 
 import jax
@@ -60,8 +64,8 @@ def _conv_native(x, w, stride, padding, dilation, groups, lhs_dilation, precisio
     )
 
 
-def _patches(x, kernel, stride, padding, dilation, lhs_dilation):
-    """Kernel taps of ``x`` at every output position: ``(N, *out, taps, C)``."""
+def _taps(x, kernel, stride, padding, dilation, lhs_dilation):
+    """Kernel taps of ``x``, row-major over the kernel: a list of ``(N, *out, C)``."""
     zero = np.array(0, dtype=x.dtype)
     config = [(0, 0, 0)]
     config += [(lo, hi, ld - 1) for (lo, hi), ld in zip(padding, lhs_dilation, strict=True)]
@@ -79,12 +83,39 @@ def _patches(x, kernel, stride, padding, dilation, lhs_dilation):
         taps.append(
             lax.slice(xp, (0, *start, 0), (xp.shape[0], *limit, xp.shape[-1]), (1, *stride, 1))
         )
-    return jnp.stack(taps, axis=-2)
+    return taps
+
+
+def _patches(x, kernel, stride, padding, dilation, lhs_dilation):
+    """Kernel taps of ``x`` at every output position: ``(N, *out, taps, C)``."""
+    return jnp.stack(_taps(x, kernel, stride, padding, dilation, lhs_dilation), axis=-2)
+
+
+def _conv_depthwise(x, w, stride, padding, dilation, lhs_dilation):
+    """``groups == C_in``: the sum over taps of each shifted input times its tap's
+    per-channel weights, ``w``: ``(*kernel, 1, C_in * multiplier)``.
+
+    As a matmul this is a batched product with one column per group, which XLA's CPU
+    backend runs through transposed copies of the patch tensor; as a sum it is one
+    elementwise fusion each way (the input gradient is the same sum of padded taps, the
+    kernel gradient one reduction per tap) and no patch tensor is materialised.
+    """
+    n = w.ndim - 2
+    c = x.shape[-1]
+    multiplier = w.shape[-1] // c
+    # Low-precision inputs accumulate in float32, as the matmul path's dot does.
+    acc = jnp.promote_types(x.dtype, jnp.float32)
+    wk = w.reshape(-1, *(1,) * (n + 1), c, multiplier).astype(acc)
+    taps = _taps(x.astype(acc), w.shape[:n], stride, padding, dilation, lhs_dilation)
+    y = functools.reduce(operator.add, (t[..., None] * wk[i] for i, t in enumerate(taps)))
+    return y.reshape(*y.shape[:-2], c * multiplier).astype(x.dtype)
 
 
 def _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precision):
     n = w.ndim - 2
     kernel, (cin_g, cout) = w.shape[:n], w.shape[n:]
+    if groups > 1 and cin_g == 1:
+        return _conv_depthwise(x, w, stride, padding, dilation, lhs_dilation)
     p = _patches(x, kernel, stride, padding, dilation, lhs_dilation)
     taps = p.shape[-2]
     if groups == 1:
