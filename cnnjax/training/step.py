@@ -23,6 +23,7 @@ import optax
 from jax import lax
 from jax.sharding import NamedSharding
 
+from cnnjax.training import precision
 from cnnjax.training.tasks import Task
 
 PyTree = Any
@@ -44,7 +45,11 @@ class TrainState:
         ``nonfinite_step`` (int32, its 0-based index; -1 while there is none) and which
         of them were finite then (bools ``loss``, ``grad_norm``, ``params``). From that
         step on, the updates of a run with ``on_nonfinite="stop"`` are not applied (the
-        state stays the last finite one) and the trainer stops.
+        state stays the last finite one) and the trainer stops. A float16 overflow that
+        the loss scale handles is not recorded here (see :func:`make_train_step`).
+      loss_scale: float16 runs' dynamic loss scale, ``scale`` (``()`` float32) and
+        ``counter`` (``()`` int32); ``{}`` for other dtypes
+        (:mod:`cnnjax.training.precision`).
     """
 
     step: jax.Array
@@ -53,6 +58,7 @@ class TrainState:
     opt_state: optax.OptState
     sums: dict[str, jax.Array]
     guard: dict[str, jax.Array]
+    loss_scale: dict[str, jax.Array] = flax.struct.field(default_factory=dict)
 
     def variables(self) -> dict[str, PyTree]:
         """The Flax variables to ``apply`` the model with."""
@@ -97,9 +103,15 @@ def add_sums(
 
 
 def init_state(
-    model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, x: jax.Array
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    x: jax.Array,
+    *,
+    dtype: str = "float32",
 ) -> TrainState:
-    """A fresh state: the model's variables for inputs shaped like ``x (N, H, W, C)``."""
+    """A fresh state: the model's variables for inputs shaped like ``x (N, H, W, C)``,
+    float32 whatever the compute ``dtype``, which decides only the loss-scale state."""
     variables = model.init(key, x, train=False)
     params = variables["params"]
     return TrainState(
@@ -109,6 +121,7 @@ def init_state(
         opt_state=tx.init(params),
         sums=zero_sums(),
         guard=no_nonfinite(),
+        loss_scale=precision.init_loss_scale(dtype),
     )
 
 
@@ -160,6 +173,7 @@ def make_train_step(
     augment: Callable[[jax.Array, jax.Array], jax.Array],
     microbatches: int = 1,
     on_nonfinite: str = "stop",
+    dtype: str = "float32",
 ) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], TrainState]:
     """One optimizer step, ``(state, images (B, H, W, C) uint8, labels (B,), step_key) ->
     state``; the step's randomness is ``fold_in(step_key, state.step)``.
@@ -180,8 +194,18 @@ def make_train_step(
     statistics (batch norm) are then per part, their running averages the mean over parts;
     each part gets its own dropout key.
 
+    The model computes in ``dtype`` (:mod:`cnnjax.training.precision`); the state stays
+    float32. With float16 the loss is scaled by ``state.loss_scale``: a step whose
+    gradients overflow while the scale can still be halved is skipped like a non-finite
+    one (``sums["skipped"]``; params, batch statistics and, unlike there, the optimizer
+    state stay as they were) but is not divergence: ``state.guard`` does not record it,
+    so a run with ``on_nonfinite="stop"`` goes on with half the scale. Gradients that
+    overflow at the minimum scale, or a non-finite loss, are divergence as in any dtype.
+
     Not jitted itself: :func:`make_train_chunk` scans it inside one ``jit``.
     """
+    compute = precision.compute_dtype(dtype)
+    scaling = precision.uses_loss_scale(dtype)
 
     def train_step(
         state: TrainState, images: jax.Array, labels: jax.Array, step_key: jax.Array
@@ -191,11 +215,19 @@ def make_train_step(
         mutable = ["batch_stats"] if state.batch_stats else False
 
         def loss_fn(params, x, labels, key):
-            variables = state.replace(params=params).variables()
-            out = model.apply(variables, x, train=True, rngs={"dropout": key}, mutable=mutable)
+            # Cast here, inside the differentiated function, so that the gradients are
+            # the float32 parameters' own.
+            variables = state.replace(params=precision.cast_floating(params, compute)).variables()
+            out = model.apply(
+                variables, x.astype(compute), train=True, rngs={"dropout": key}, mutable=mutable
+            )
             outputs, new_vars = out if mutable else (out, {})
+            outputs = outputs.astype(jnp.float32)
             loss = task.loss(outputs, x, labels).mean()
-            return loss, (outputs, new_vars.get("batch_stats", state.batch_stats))
+            # Running statistics are stored float32 whatever the model computed them in.
+            stats = new_vars.get("batch_stats", state.batch_stats)
+            stats = precision.cast_floating(stats, jnp.float32)
+            return precision.scale_loss(loss, state.loss_scale), (loss, outputs, stats)
 
         def part(i):
             """Loss, gradient, new batch stats and metric sums of the ``i``-th part."""
@@ -204,9 +236,10 @@ def make_train_step(
             else:
                 xi, yi = x[i::microbatches], labels[i::microbatches]
                 key = jax.random.fold_in(dropout_key, i)
-            (loss, (outputs, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            (_, (loss, outputs, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
                 state.params, xi, yi, key
             )
+            grads = precision.unscale_grads(grads, state.loss_scale)
             sums = add_sums(zero_sums(), *task.evaluate(outputs, xi, yi), jnp.ones(yi.shape, bool))
             return loss, grads, stats, sums
 
@@ -235,6 +268,18 @@ def make_train_step(
         def where(condition, new, old):
             return jax.tree.map(lambda a, b: jnp.where(condition, a, b.astype(a.dtype)), new, old)
 
+        loss_scale = state.loss_scale
+        if scaling:
+            # Only float16 selects the optimizer state against the old one (the other
+            # dtypes must not, see above): the steps the scale skips while it comes down
+            # are routine, and must leave no trace in the moments or the optimizer's count.
+            overflow = precision.overflowed(
+                loss_scale, loss_finite=checks["loss"], grads_finite=checks["grad_norm"]
+            )
+            record = record & ~overflow
+            opt_state = where(overflow, state.opt_state, opt_state)
+            loss_scale = precision.next_loss_scale(loss_scale, checks["grad_norm"])
+
         kept = jax.tree.map(lambda u: jnp.where(apply, u, jnp.zeros_like(u)), updates)
         sums = where(apply, jax.tree.map(jnp.add, state.sums, step_sums), state.sums)
         return state.replace(
@@ -244,6 +289,7 @@ def make_train_step(
             opt_state=opt_state,
             sums={**sums, "skipped": state.sums["skipped"] + (~apply).astype(jnp.int32)},
             guard=where(record, {"nonfinite_step": state.step, **checks}, state.guard),
+            loss_scale=loss_scale,
         )
 
     return train_step
@@ -336,6 +382,7 @@ def make_eval_chunk(
     eval_batch_size: int,
     batch_sharding: NamedSharding,
     stacked: bool = False,
+    dtype: str = "float32",
 ) -> Callable[..., dict[str, jax.Array]]:
     """Evaluation sums over a padded chunk of examples, in one jitted call.
 
@@ -344,14 +391,18 @@ def make_eval_chunk(
     only the first ``num_valid`` of the ``K * E`` are real, and returns the sums
     ``loss``, ``metric``, ``count`` over those (``count == num_valid``). With ``stacked``,
     ``state`` holds several seeds' states on a leading axis and each sum is ``(seeds,)``.
+    The model computes in ``dtype``, the task's loss and metric in float32.
     """
+    compute = precision.compute_dtype(dtype)
 
     def run(state: TrainState, images, labels, num_valid):
         def body(sums, batch):
             b, x, y = batch
             x, y = (lax.with_sharding_constraint(a, batch_sharding) for a in (x, y))
             x = preprocess(x)
-            outputs = model.apply(state.variables(), x, train=False)
+            computed = state.replace(params=precision.cast_floating(state.params, compute))
+            outputs = model.apply(computed.variables(), x.astype(compute), train=False)
+            outputs = outputs.astype(jnp.float32)
             mask = b * eval_batch_size + jnp.arange(eval_batch_size) < num_valid
             return add_sums(sums, *task.evaluate(outputs, x, y), mask), None
 
