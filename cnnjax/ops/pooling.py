@@ -228,7 +228,14 @@ def _max_pool(win: _Windows) -> jax.Array:
         return _tapped_max(win, init)
     if win.dims == win.strides:
         return _tiled_max(x, win.dims, win.all_pads, init)
-    return _reduce(win, x, init, lax.max)
+    # Overlapping windows: JAX differentiates a reduce_window max through a variadic
+    # reduce_window over index iotas, many times slower on XLA's CPU backend than the
+    # one-hot of an argmax over the window's taps; GPU/TPU keep reduce_window.
+    return lax.platform_dependent(
+        x,
+        cpu=lambda x: _tapped_max(win._replace(x=x), init),
+        default=lambda x: _reduce(win, x, init, lax.max),
+    )
 
 
 def _tapped_max(win: _Windows, init) -> jax.Array:
