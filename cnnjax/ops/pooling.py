@@ -239,10 +239,10 @@ def _max_pool(win: _Windows) -> jax.Array:
 
 
 def _tapped_max(win: _Windows, init) -> jax.Array:
-    """Max over dilated windows as a max over the window's taps, each a strided slice.
-
-    JAX has no derivative for a dilated ``reduce_window`` max; this one has the same
-    values, and the derivative of :func:`max_first` (taps in row-major window order).
+    """Max over windows as a max over the window's taps, each a strided slice: for
+    dilated windows (JAX has no derivative for a dilated ``reduce_window`` max) and for
+    overlapping ones on CPU. The same values as ``reduce_window``, and the derivative of
+    :func:`max_first` (taps in row-major window order).
     """
     x = lax.pad(win.x, init, [(lo, hi, 0) for lo, hi in win.all_pads])
     out = win.out_shape
