@@ -131,12 +131,18 @@ def test_a_second_signal_during_the_save_corrupts_nothing(tmp_path):
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
-        while not (workdir / "metrics.jsonl").exists() or not _records(workdir):
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
         checkpoints = workdir / "checkpoints"
-        while process.poll() is None and not any("tmp" in p.name for p in checkpoints.iterdir()):
+
+        def writing() -> bool:
+            return any("tmp" in p.name for p in checkpoints.iterdir())
+
+        # The first epoch's checkpoint complete and no write in flight, so that the second
+        # signal below lands on the stop's own save, not on that epoch's.
+        while not checkpoints.exists() or not _steps(workdir) or writing():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        while process.poll() is None and not writing():
             time.sleep(0.001)
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=120)
