@@ -59,11 +59,12 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from cnnjax.training import distributed
 from cnnjax.training.errors import NoVerifiedCheckpointError
 from cnnjax.training.step import TrainState
-from cnnjax.training.workdir import SET_ASIDE, unused_path
+from cnnjax.training.workdir import SET_ASIDE, is_local, unused_path
 
 _DIGESTS, _META_DIGEST, _METRIC = "array_digests", "meta_digest", "best_metric"
 
@@ -142,7 +143,9 @@ class Checkpoints:
     """
 
     def __init__(self, directory: str | Path, *, keep: int, keep_best: bool, async_save: bool):
-        self.directory = Path(directory).absolute()
+        self.directory = epath.Path(directory)
+        if is_local(self.directory):
+            self.directory = self.directory.absolute()
         self._keep, self._keep_best = keep, keep_best
         options = ocp.CheckpointManagerOptions(
             enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True

@@ -22,19 +22,34 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
+
+from etils import epath
+
+from cnnjax.training.workdir import is_local
 
 Record = dict[str, Any]
 
 
-def write_json(path: str | Path, obj: Any, *, sort_keys: bool = True) -> None:
+def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True) -> None:
     """Writes ``obj`` as indented JSON, atomically (temporary file, then rename); keys
     sorted unless their order means something (``sort_keys=False``)."""
-    path = Path(path)
+    write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` to ``path`` (local or an ``epath`` URI such as ``gs://``) through a
+    temporary file renamed over it, so a reader never sees half of it."""
+    path = epath.Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
-    os.replace(tmp, path)
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> None:
+    """Saves the matplotlib ``fig`` as a PNG at ``path`` (local or an ``epath`` URI)."""
+    with epath.Path(path).open("wb") as f:
+        fig.savefig(f, format="png", dpi=100)
 
 
 class MetricsLog:
@@ -44,7 +59,7 @@ class MetricsLog:
 
     def __init__(
         self,
-        workdir: str | Path,
+        workdir: str | os.PathLike,
         *,
         metric: str,
         splits: tuple[str, ...] = ("train", "test"),
@@ -56,10 +71,10 @@ class MetricsLog:
         for split in splits:
             for name in ("loss", metric):
                 self._tags[f"{split}_{name}"] = f"{split}/{name}"
-        self.path = Path(workdir) / "metrics.jsonl"
+        self.path = epath.Path(workdir) / "metrics.jsonl"
         self._write = write
         if write:
-            self._tensorboard = SummaryWriter(logdir=str(Path(workdir) / "tensorboard"))
+            self._tensorboard = SummaryWriter(logdir=str(epath.Path(workdir) / "tensorboard"))
 
     def records(self) -> list[Record]:
         """Every record written so far, oldest first."""
@@ -74,19 +89,21 @@ class MetricsLog:
         kept = [r for r in self.records() if r["step"] <= step]
         if not self._write:
             return kept
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         return kept
 
     def append(self, record: Record) -> None:
-        """Appends ``record`` to the file (flushed and synced) and to TensorBoard."""
+        """Appends ``record`` to the file (flushed and synced; on object storage, which
+        cannot append, the file is written anew) and to TensorBoard."""
         if not self._write:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        if is_local(self.path):
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records() + [record]))
         for key, tag in self._tags.items():
             self._tensorboard.add_scalar(tag, record[key], record["step"])
         self._tensorboard.flush()
@@ -97,7 +114,7 @@ class MetricsLog:
 
 
 def plot_learning_curves(
-    records: list[Record], path: str | Path, *, metric: str, loss_name: str
+    records: list[Record], path: str | os.PathLike, *, metric: str, loss_name: str
 ) -> None:
     """Loss and ``metric`` per epoch, train and test, side by side, as a PNG
     (accuracy is drawn in %)."""
@@ -118,7 +135,7 @@ def plot_learning_curves(
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
 
 

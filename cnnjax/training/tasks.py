@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from cnnjax.training.errors import ConfigError, ModelInputError
+from cnnjax.training.metrics import save_figure
 
 # PSNR of an exact reconstruction would be infinite; errors are floored here (100 dB).
 _MIN_MSE = 1e-10
@@ -194,5 +195,5 @@ def save_reconstructions(inputs: np.ndarray, outputs: np.ndarray, path: str | Pa
             ax.set_yticks([])
         axes[row, 0].set_ylabel(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)

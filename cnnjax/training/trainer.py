@@ -124,7 +124,7 @@ def train_and_evaluate(
     """
     # ------------------------------------------------------------------ config
     validate(config, models=models.available())
-    workdir = Path(workdir)
+    workdir = workdir_lib.as_path(workdir)
     stacked = seeds is not None
     seed_list = list(seeds) if stacked else [config.seed]
     if not seed_list or len(set(seed_list)) != len(seed_list):
@@ -501,7 +501,7 @@ def _say(*args: Any, **kwargs: Any) -> None:
 
 def seed_dir(workdir: str | Path, seed: int) -> Path:
     """The run directory of ``seed`` among seeds trained together in ``workdir``."""
-    return Path(workdir) / f"seed-{seed}"
+    return workdir_lib.as_path(workdir) / f"seed-{seed}"
 
 
 def _config_dict(config: ml_collections.ConfigDict, seed: int) -> dict[str, Any]:

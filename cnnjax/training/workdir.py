@@ -4,7 +4,8 @@ and what is moved out of the way (never deleted).
 - **Lock.** ``cnnjax.lock`` (the holder's pid, host and start time) is created atomically
   before anything else is written and removed at exit; a second launch on the directory
   fails at once without touching anything. The lock of a process that is dead (same
-  host, no such pid) is taken over with a warning.
+  host, no such pid) is taken over with a warning. Object storage (``gs://``) offers no
+  atomic create, so a work directory there is not locked.
 - **Resume.** A relaunch whose config changes the train state's structure or the data
   order is refused before anything is written; other changes are listed and allowed.
 - **Set aside.** ``set_aside/`` holds what a run will not use again: checkpoints that do
@@ -26,10 +27,23 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
 from cnnjax.training.errors import IncompatibleResumeError, WorkdirError, WorkdirLockedError
 
 SET_ASIDE = "set_aside"
 LOCK = "cnnjax.lock"
+
+
+def as_path(workdir: str | os.PathLike) -> epath.Path:
+    """``workdir`` as an ``etils.epath`` path: local, or a URI (``gs://bucket/run``) kept
+    as one."""
+    return epath.Path(workdir)
+
+
+def is_local(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is on a local file system (not an object store URI)."""
+    return "://" not in str(path)
 
 
 def unused_path(path: Path) -> Path:
@@ -124,6 +138,10 @@ def locked(directories: Sequence[Path]) -> Iterator[None]:
             created = not directory.exists()
             try:
                 directory.mkdir(parents=True, exist_ok=True)
+                if not is_local(directory):
+                    print(f"Note: {directory} is on object storage, where no lock can be "
+                          "taken: run one job at a time in it", flush=True)  # fmt: skip
+                    continue
                 lock = _acquire(directory)
             except OSError as e:
                 raise WorkdirError(f"cannot use {directory} as a work directory: {e}") from e
@@ -174,7 +192,7 @@ def _release(lock: Path, created: bool) -> None:
 # resumed with any of them changed (dotted prefixes; a field under one is covered).
 _FIXED = ("experiment", "seed", "task", "model.", "batch_size", "optimizer.name",
           "optimizer.momentum", "augment.", "dataset.name", "dataset.train_split",
-          "dataset.pad")  # fmt: skip
+          "dataset.pad", "dtype")  # fmt: skip
 
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple]:
