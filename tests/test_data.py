@@ -63,6 +63,27 @@ def test_tfds_dataset_is_decoded_once_and_then_read_from_the_cache(tmp_path, mon
     np.testing.assert_array_equal(second.test.labels, first.test.labels)
 
 
+def test_lazy_splits_decode_only_the_records_indexed(tmp_path, monkeypatch):
+    """What each process of a multi-process run loads: records are decoded only where
+    indexed, and give what the fully decoded split holds there."""
+    config = dataset_config(tmp_path)
+    with tfds.testing.mock_data(num_examples=24):
+        whole = data.load(config)
+        decoded, records = [], data._records
+        monkeypatch.setattr(
+            data, "_records", lambda source, keys: decoded.extend(keys) or records(source, keys)
+        )
+        lazy = data.load(config, lazy=True)
+        assert lazy.train.images.shape == whole.train.images.shape
+        assert len(lazy.train) == 24 and decoded == []
+        rows = np.array([[5, 2, 5], [23, 0, 7]])
+        np.testing.assert_array_equal(lazy.train.images[rows], whole.train.images[rows])
+        np.testing.assert_array_equal(lazy.train.labels[rows], whole.train.labels[rows])
+        assert sorted(decoded) == [0, 2, 5, 7, 23]  # each once: labels came with the images
+        np.testing.assert_array_equal(lazy.test.images[3:6], whole.test.images[3:6])
+        np.testing.assert_array_equal(np.asarray(lazy.test.labels), whole.test.labels)
+
+
 def test_missing_dataset_offline_says_where_to_point(tmp_path):
     (tmp_path / "tfds").mkdir()
     with pytest.raises(DatasetUnavailableError) as e:

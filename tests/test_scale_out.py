@@ -10,6 +10,7 @@ the test instead of stalling CI.
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,8 +57,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_processes(workdir: Path, *, devices_each: int, epochs: int, examples: int = EXAMPLES):
-    """Two launches on 127.0.0.1 that train one run together."""
+def _start_processes(
+    workdir: Path, *, devices_each: int, epochs: int, examples: int = EXAMPLES, env=None
+):
+    """Two launches on 127.0.0.1 that train one run together (``env``: more variables)."""
     port = _free_port()
     cache = workdir.parent / "cache"
     return [
@@ -73,7 +76,7 @@ def _start_processes(workdir: Path, *, devices_each: int, epochs: int, examples:
                 str(k),
                 examples=examples,
             ),
-            env=_env(devices_each, cache),
+            env={**_env(devices_each, cache), **(env or {})},
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -165,13 +168,22 @@ def test_a_checkpoint_resumes_on_another_device_count(one_device, tmp_path, firs
 def test_two_processes_train_as_one_process_with_all_their_devices(tmp_path):
     reference, together = tmp_path / "four_devices", tmp_path / "two_processes"
     _launch(reference, devices=4)
-    results = _finish(_start_processes(together, devices_each=2, epochs=2))
+    decoded = tmp_path / "decoded"
+    decoded.mkdir()
+    env = {"CNNJAX_TEST_DECODED_DIR": str(decoded)}
+    results = _finish(_start_processes(together, devices_each=2, epochs=2, env=env))
     assert [status for status, _, _ in results] == [0, 0], results[1][2][-3000:]
     _assert_same_run(together, reference, step=6)
     # One writer: process 0 reported the epochs, process 1 printed nothing of its own
-    # (Gloo, the CPU collectives library, announces its connections on every process).
-    own = [line for line in results[1][1].splitlines() if not line.startswith("[Gloo]")]
-    assert "Final test accuracy" in results[0][1] and not "".join(own).strip()
+    # (Gloo, the CPU collectives library, announces its connections from several threads
+    # on every process, so its lines can interleave).
+    own = re.sub(r"\[Gloo\] Rank \d+ is connected to \d+ peer ranks\. Expected number of "
+                 r"connected peer ranks is : \d+", "", results[1][1])  # fmt: skip
+    assert "Final test accuracy" in results[0][1] and not own.strip()
+    # Per-process data: the run fed 2 epochs x (192 train + 192 test) rows; each process
+    # read and decoded only its half of them (and one image, for the input shape).
+    counts = [json.loads(f.read_text()) for f in decoded.iterdir()]
+    assert counts == [2 * (EXAMPLES + EXAMPLES) // 2 + 1] * 2
     assert len(_records(together)) == 2
 
 

@@ -62,12 +62,15 @@ class Dataset:
     validation: Split | None = None
 
 
-def load(config: ml_collections.ConfigDict) -> Dataset:
+def load(config: ml_collections.ConfigDict, *, lazy: bool = False) -> Dataset:
     """The dataset described by ``config`` (the experiment's ``config.dataset``).
 
     Reads ``name``, ``train_split``, ``validation_split``, ``test_split``, ``data_dir``,
     ``cache_dir`` and ``download``. Splits are TFDS split names with TFDS's slicing
     (``"train[:55000]"``, ``"train[90%:]"``); in-memory datasets accept the same forms.
+    With ``lazy`` (each process of a multi-process run), a TFDS split's images and labels
+    are :class:`DecodedOnRead`: a record is read and decoded only when it is indexed, so
+    a process that indexes only its rows of each batch decodes only its share.
     """
     if config.name in IN_MEMORY:
         whole = IN_MEMORY[config.name]()
@@ -76,7 +79,7 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
         num_classes = whole.num_classes
     else:
         builder = _builder(config.name, config.data_dir)
-        pick = lambda spec: _tfds_split(builder, spec, config)  # noqa: E731
+        pick = lambda spec: _tfds_split(builder, spec, config, lazy=lazy)  # noqa: E731
         num_classes = builder.info.features[builder.info.supervised_keys[1]].num_classes
     validation = config.get("validation_split")
     return Dataset(
@@ -117,6 +120,60 @@ IN_MEMORY: dict[str, Callable[[], Dataset]] = {"sklearn_digits": sklearn_digits}
 # ----------------------------------------------------------------------------- TFDS
 
 
+class _OnDemand:
+    """The records of a random-access ``source`` decoded into ``(images, labels)`` arrays
+    for the keys asked for; the last answer is kept, since images and labels of the same
+    rows are asked for one after the other."""
+
+    def __init__(self, source, image_key: str, label_key: str):
+        self._source, self._keys = source, (image_key, label_key)
+        first = source[0]
+        self.shapes = ((len(source), *np.shape(first[image_key])), (len(source),))
+        self._last: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def read(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``(*keys.shape, *image)`` uint8 and labels ``keys.shape`` int32."""
+        if self._last is not None and np.array_equal(self._last[0], keys):
+            return self._last[1]
+        flat = keys.reshape(-1)
+        unique, inverse = np.unique(flat, return_inverse=True)
+        images = np.empty((len(unique), *self.shapes[0][1:]), np.uint8)
+        labels = np.empty((len(unique),), np.int32)
+        for start in range(0, len(unique), _DECODE_CHUNK):
+            chunk = [int(k) for k in unique[start : start + _DECODE_CHUNK]]
+            for i, record in enumerate(_records(self._source, chunk), start):
+                images[i], labels[i] = record[self._keys[0]], record[self._keys[1]]
+        if len(unique) < len(flat) or not np.array_equal(unique, flat):  # else: no copy
+            images, labels = images[inverse], labels[inverse]
+        out = images.reshape(*keys.shape, *images.shape[1:]), labels.reshape(keys.shape)
+        self._last = (keys.copy(), out)
+        return out
+
+
+class DecodedOnRead:
+    """The images (``column`` 0, uint8) or labels (1, int32) of a TFDS split, read and
+    decoded from its source only where indexed (integer arrays, slices or ints), as a
+    NumPy array would give them; ``np.asarray`` decodes the whole split."""
+
+    def __init__(self, records: _OnDemand, column: int):
+        self._records, self._column = records, column
+        self.shape = records.shapes[column]
+        self.dtype = np.dtype(np.uint8 if column == 0 else np.int32)
+        self.ndim = len(self.shape)
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        keys = np.arange(len(self))[index]
+        return self._records.read(np.asarray(keys))[self._column]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+
 def default_cache_dir() -> Path:
     """``$CNNJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/cnnjax``, else ``~/.cache/cnnjax``."""
     if os.environ.get("CNNJAX_CACHE_DIR"):
@@ -125,9 +182,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "cnnjax"
 
 
-def _tfds_split(builder, split: str, config: ml_collections.ConfigDict) -> Split:
-    """One split of a TFDS dataset, decoded (from the cache when it holds it)."""
+def _tfds_split(builder, split: str, config: ml_collections.ConfigDict, *, lazy: bool) -> Split:
+    """One split of a TFDS dataset, decoded (from the cache when it holds it), or with
+    ``lazy`` decoded on read."""
     image_key, label_key = builder.info.supervised_keys
+    if lazy:
+        records = _OnDemand(_data_source(builder, split, config), image_key, label_key)
+        return Split(DecodedOnRead(records, 0), DecodedOnRead(records, 1))
     cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     path = cache_root / builder.info.name / str(builder.info.version) / f"{split}.npz"
     cached = _read_cache(path, _num_examples(builder, split))
@@ -234,19 +295,10 @@ def _first_line(e: BaseException) -> str:
 
 def _decode(source, image_key: str, label_key: str) -> Split:
     """Every record of ``source``, decoded into arrays, in record order."""
-    n = len(source)
-    first = source[0]
-    images = np.empty((n, *np.shape(first[image_key])), np.uint8)
-    labels = np.empty((n,), np.int32)
-    for start in range(0, n, _DECODE_CHUNK):
-        keys = range(start, min(start + _DECODE_CHUNK, n))
-        for i, record in zip(keys, _records(source, keys), strict=True):
-            images[i] = record[image_key]
-            labels[i] = record[label_key]
-    return Split(images, labels)
+    return Split(*_OnDemand(source, image_key, label_key).read(np.arange(len(source))))
 
 
-def _records(source, keys: range) -> list:
+def _records(source, keys: list[int]) -> list:
     # ``__getitems__`` decodes a batch in one call; other sources (tfds.testing's mock)
     # may only implement per-record access.
     try:

@@ -184,7 +184,8 @@ class EvalFeed:
         real = position < hi
         index = np.where(real, position, lo)
         images, labels = self.split.images[index], self.split.labels[index]
-        images[~real], labels[~real] = 0, 0
+        images = images * real.reshape(*real.shape, *[1] * (images.ndim - real.ndim))
+        labels = labels * real
         return (*_put_batches(self._mesh, images, labels, e), hi - lo)
 
     def chunks(self) -> Iterator[tuple]:

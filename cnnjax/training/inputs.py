@@ -50,7 +50,9 @@ def build_inputs(config: ml_collections.ConfigDict) -> Inputs:
       DatasetUnavailableError: the data is not prepared and may not be downloaded.
       ConfigError: an unknown dataset or split.
     """
-    dataset = augment_lib.distort_test(data_lib.load(config.dataset), config)
+    # With several processes, each reads and decodes only the rows it feeds.
+    dataset = data_lib.load(config.dataset, lazy=jax.process_count() > 1)
+    dataset = augment_lib.distort_test(dataset, config)
     preprocess = Preprocess(config.dataset.mean, config.dataset.std, config.dataset.pad)
     augment = augment_lib.make_augment(config)
     input_shape = jax.eval_shape(
