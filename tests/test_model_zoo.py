@@ -17,6 +17,7 @@ import pytest
 import tensorflow_datasets as tfds
 from zoo_helpers import (
     KEY,
+    MODEL_INPUTS,
     TINY_RUN,
     batch_norm,
     conv,
@@ -428,31 +429,12 @@ def test_experiment_trains_two_steps_on_generated_data(experiment, tiny_model, t
 # Every model: the full-model gradient check in float64
 # ---------------------------------------------------------------------------------------
 
-# Every registered model at its default size, on a batch of 2 of the inputs it is built
-# for (the 1998 LeNet needs 32x32 MNIST, the clip net clips, the sequence nets images).
-GRADCHECK_INPUTS = {
-    "alexnet_small": (2, 32, 32, 3),
-    "conv1d_seq": (2, 28, 28, 1),
-    "conv3d_clips": (2, 8, 32, 32, 1),
-    "conv_autoencoder": (2, 28, 28, 1),
-    "deformable_cnn": (2, 28, 28, 1),
-    "dilated_cnn": (2, 28, 28, 1),
-    "inception_small": (2, 32, 32, 3),
-    "keras_book_cnn": (2, 28, 28, 1),
-    "lenet5": (2, 28, 28, 1),
-    "lenet5_classic": (2, 32, 32, 1),
-    "mobilenet_small": (2, 32, 32, 3),
-    "nin": (2, 28, 28, 1),
-    "slot_cnn": (2, 28, 28, 1),
-    "tf_tutorial_cnn": (2, 28, 28, 1),
-}
-
 
 def test_every_registered_model_has_a_gradcheck_input():
-    assert sorted(GRADCHECK_INPUTS) == models.available()
+    assert sorted(MODEL_INPUTS) == models.available()
 
 
-@pytest.mark.parametrize(("name", "input_shape"), GRADCHECK_INPUTS.items())
+@pytest.mark.parametrize(("name", "input_shape"), MODEL_INPUTS.items())
 def test_full_model_gradient_check_in_float64(name, input_shape):
     x = np.random.default_rng(0).normal(size=input_shape)
     report = check_model(models.get(name), x, max_entries=8)

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from zoo_helpers import rbg_keys  # noqa: F401 (a fixture)
+from zoo_helpers import MODEL_INPUTS, rbg_keys  # noqa: F401 (rbg_keys: a fixture)
 
 from cnnjax import models
 from cnnjax.training import apply_overrides, load_experiment, precision, train_and_evaluate
@@ -185,28 +185,6 @@ def test_float16_divergence_still_stops_the_run(tmp_path):
 
 # ------------------------------------------------------------------------- every model
 
-# uint8 images of each model's input (the clip net takes clips), a batch of 2.
-ZOO_INPUTS = {
-    "alexnet_small": (2, 32, 32, 3),
-    "conv1d_seq": (2, 28, 28, 1),
-    "conv3d_clips": (2, 8, 32, 32, 1),
-    "conv_autoencoder": (2, 28, 28, 1),
-    "deformable_cnn": (2, 28, 28, 1),
-    "dilated_cnn": (2, 28, 28, 1),
-    "inception_small": (2, 32, 32, 3),
-    "keras_book_cnn": (2, 28, 28, 1),
-    "lenet5": (2, 28, 28, 1),
-    "lenet5_classic": (2, 32, 32, 1),
-    "mobilenet_small": (2, 32, 32, 3),
-    "nin": (2, 28, 28, 1),
-    "slot_cnn": (2, 28, 28, 1),
-    "tf_tutorial_cnn": (2, 28, 28, 1),
-}
-
-
-def test_every_registered_model_has_an_input():
-    assert sorted(ZOO_INPUTS) == models.available()
-
 
 def _matmul_dtypes(jaxpr, found: set) -> set:
     """The operand dtypes of every conv and dot in ``jaxpr`` and the jaxprs inside it."""
@@ -230,14 +208,14 @@ def _compiled(f, *args):
     return jax.jit(f).lower(*args).compile(FAST_COMPILE)
 
 
-@pytest.mark.parametrize("name", sorted(ZOO_INPUTS))
+@pytest.mark.parametrize("name", sorted(MODEL_INPUTS))
 def test_every_model_trains_in_bfloat16_and_float16(name, rbg_keys):  # noqa: F811
     """Forward and backward convs and dots run in the compute dtype, the state stays
     float32, and a step's loss is finite."""
     model = models.get(name)
     task = Reconstruction(std=0.5) if name == "conv_autoencoder" else Classification()
     rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.integers(0, 256, ZOO_INPUTS[name]), jnp.uint8)
+    images = jnp.asarray(rng.integers(0, 256, MODEL_INPUTS[name]), jnp.uint8)
     labels = jnp.asarray(rng.integers(0, 10, images.shape[0]), jnp.int32)
     tx = optax.adam(1e-3)
     init = functools.partial(init_state, model, tx, x=jnp.zeros(images.shape, jnp.float32))

@@ -18,6 +18,26 @@ import pytest
 # rbg compiles several times faster than threefry on CPU; the values do not matter here.
 KEY = jax.random.key(0, impl="rbg")
 
+
+# Every registered model, on a batch of 2 of the uint8 inputs it is built for (the 1998
+# LeNet needs 32x32 MNIST, the clip net clips, the sequence nets images).
+MODEL_INPUTS = {
+    "alexnet_small": (2, 32, 32, 3),
+    "conv1d_seq": (2, 28, 28, 1),
+    "conv3d_clips": (2, 8, 32, 32, 1),
+    "conv_autoencoder": (2, 28, 28, 1),
+    "deformable_cnn": (2, 28, 28, 1),
+    "dilated_cnn": (2, 28, 28, 1),
+    "inception_small": (2, 32, 32, 3),
+    "keras_book_cnn": (2, 28, 28, 1),
+    "lenet5": (2, 28, 28, 1),
+    "lenet5_classic": (2, 32, 32, 1),
+    "mobilenet_small": (2, 32, 32, 3),
+    "nin": (2, 28, 28, 1),
+    "slot_cnn": (2, 28, 28, 1),
+    "tf_tutorial_cnn": (2, 28, 28, 1),
+}
+
 # 8 generated examples per split (tfds mock data: random images of the dataset's shape):
 # 2 steps of 4, one evaluation, one checkpoint.
 TINY_RUN = [
