@@ -1,5 +1,6 @@
 """``launch.py`` end to end: outputs of a run, errors, and SIGTERM through the real CLI."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -31,6 +32,28 @@ def _tensorboard_scalars(directory: Path) -> dict[str, list[float]]:
             for value in event.summary.value:
                 scalars.setdefault(value.tag, []).append(value.simple_value)
     return scalars
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
+def test_tensorboard_events_without_importing_torch(tmp_path):
+    """tensorboardX imports torch whenever it is installed (over a second of every start);
+    a run's writer leaves it out, still writes events, and torch stays importable."""
+    code = (
+        "import sys; from cnnjax.training.metrics import MetricsLog\n"
+        "log = MetricsLog(sys.argv[1], metric='accuracy')\n"
+        "log.append(dict(epoch=1, step=3, lr=0.5, train_loss=1.0, train_accuracy=0.25,"
+        " test_loss=2.0, test_accuracy=0.75, skipped_steps=0))\n"
+        "log.close()\n"
+        "print('torch' in sys.modules)\n"
+        "import torch; print(torch.ones(2).sum().item())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "2.0"]
+    scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+    assert scalars["test/accuracy"] == [0.75] and scalars["learning_rate"] == [0.5]
 
 
 # Mock MNIST: 64 random 28x28 examples per split; 4 steps of 16 per epoch.

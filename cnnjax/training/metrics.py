@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 from etils import epath
@@ -65,8 +66,6 @@ class MetricsLog:
         splits: tuple[str, ...] = ("train", "test"),
         write: bool = True,
     ):
-        from tensorboardX import SummaryWriter
-
         self._tags = {"lr": "learning_rate", "skipped_steps": "train/skipped_steps"}
         for split in splits:
             for name in ("loss", metric):
@@ -74,7 +73,7 @@ class MetricsLog:
         self.path = epath.Path(workdir) / "metrics.jsonl"
         self._write = write
         if write:
-            self._tensorboard = SummaryWriter(logdir=str(epath.Path(workdir) / "tensorboard"))
+            self._tensorboard = _summary_writer(str(epath.Path(workdir) / "tensorboard"))
 
     def records(self) -> list[Record]:
         """Every record written so far, oldest first."""
@@ -111,6 +110,23 @@ class MetricsLog:
     def close(self) -> None:
         if self._write:
             self._tensorboard.close()
+
+
+def _summary_writer(logdir: str) -> Any:
+    """A tensorboardX ``SummaryWriter`` for ``logdir``, imported without torch.
+
+    tensorboardX imports torch whenever it is installed, only to accept torch tensors,
+    which adds over a second to every process start; the values written here are floats.
+    """
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # makes `import torch` raise ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide:
+            del sys.modules["torch"]
+    return SummaryWriter(logdir=logdir)
 
 
 def plot_learning_curves(
