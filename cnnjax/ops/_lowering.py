@@ -111,9 +111,81 @@ def _conv_depthwise(x, w, stride, padding, dilation, lhs_dilation):
     return y.reshape(*y.shape[:-2], c * multiplier).astype(x.dtype)
 
 
+def _phase(r, size, out, k, s, d, lo):
+    """One output phase ``r`` (``o = s*q + r``) of a 1-d convolution of the ``s``-dilated
+    input (``size`` samples, padded ``lo`` low) with ``k`` taps ``d`` apart, ``out``
+    outputs: ``(first tap, tap step, number of outputs, padding of x, dilation)``, or
+    None when no tap of the phase lands on an input sample (or it has no outputs).
+
+    Output ``o`` reads the dilated input at ``o + t*d - lo``, an input sample iff that is
+    a multiple of ``s``: tap ``t`` then reads ``x[q + (r + t*d - lo) // s]``. The taps that
+    do form a progression ``t0, t0 + step, ...`` whose reads are ``d * step // s`` apart.
+    """
+    count = len(range(r, out, s))
+    first = [t for t in range(min(k, s)) if (r + t * d - lo) % s == 0]
+    if not first or count == 0:
+        return None
+    t0, step = first[0], s // math.gcd(d, s)
+    taps = len(range(t0, k, step))
+    sub_dilation = d * step // s
+    base = (r + t0 * d - lo) // s  # the first output's read offset into x
+    return t0, step, count, (-base, count + sub_dilation * (taps - 1) - size + base), sub_dilation
+
+
+def _conv_phases(x, w, padding, dilation, groups, lhs_dilation, precision):
+    """Stride-1 convolution of the ``lhs_dilation``-dilated ``x`` (a transposed
+    convolution) as one convolution of ``x`` itself per output phase, interleaved.
+
+    Of the dilated input only every ``s``-th sample is not a zero, so output ``s*q + r``
+    reads only the taps whose position lands on one; per phase ``r`` those taps form a
+    smaller kernel over ``x`` (:func:`_phase`). The patch tensors then hold no inserted
+    zeros: ``prod(s)`` times fewer bytes and multiplications than convolving the dilated
+    input.
+    """
+    n = w.ndim - 2
+    kernel, cout = w.shape[:n], w.shape[-1]
+    size = x.shape[1:-1]
+    out = [
+        (i - 1) * s + 1 + lo + hi - d * (k - 1)
+        for i, s, (lo, hi), d, k in zip(size, lhs_dilation, padding, dilation, kernel, strict=True)
+    ]
+    q = [-(-o // s) for o, s in zip(out, lhs_dilation, strict=True)]  # outputs per phase, most
+    low = [lo for lo, _ in padding]
+    per_dim = list(zip(size, out, kernel, lhs_dilation, dilation, low, strict=True))
+    parts = []
+    for r in itertools.product(*(range(s) for s in lhs_dilation)):
+        phases = [_phase(ri, *dim) for ri, dim in zip(r, per_dim, strict=True)]
+        counts = [len(range(ri, o, s)) for ri, o, s in zip(r, out, lhs_dilation, strict=True)]
+        if None in phases:
+            y = jnp.zeros((x.shape[0], *counts, cout), x.dtype)
+        else:
+            index = tuple(slice(t0, None, step) for t0, step, *_ in phases)
+            y = _conv_im2col(
+                x,
+                w[index],
+                (1,) * n,
+                tuple(p[3] for p in phases),
+                tuple(p[4] for p in phases),
+                groups,
+                (1,) * n,
+                precision,
+            )
+        # Every phase to the same size, so that they interleave by a reshape.
+        pad = [(0, 0, 0), *((0, qi - c, 0) for qi, c in zip(q, counts, strict=True)), (0, 0, 0)]
+        parts.append(lax.pad(y, np.array(0, y.dtype), pad))
+    y = jnp.stack(parts).reshape(*lhs_dilation, x.shape[0], *q, cout)
+    # (s_1..s_n, N, Q_1..Q_n, C) -> (N, Q_1, s_1, ..., Q_n, s_n, C) -> (N, out..., C)
+    order = [n, *(a for i in range(n) for a in (n + 1 + i, i)), 2 * n + 1]
+    interleaved = [qi * s for qi, s in zip(q, lhs_dilation, strict=True)]
+    y = y.transpose(order).reshape(x.shape[0], *interleaved, cout)
+    return y[(slice(None), *(slice(0, o) for o in out))]
+
+
 def _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precision):
     n = w.ndim - 2
     kernel, (cin_g, cout) = w.shape[:n], w.shape[n:]
+    if any(ld > 1 for ld in lhs_dilation) and all(s == 1 for s in stride):
+        return _conv_phases(x, w, padding, dilation, groups, lhs_dilation, precision)
     if groups > 1 and cin_g == 1:
         return _conv_depthwise(x, w, stride, padding, dilation, lhs_dilation)
     p = _patches(x, kernel, stride, padding, dilation, lhs_dilation)
