@@ -15,9 +15,11 @@ kernel taps into a patch tensor with strided slices and contract it with the ker
 matmul (``dot_general``), which XLA's CPU backend runs through its fast GEMM, and whose
 transpose (the gradient) is again slices, pads and matmuls. Depthwise convolutions (one
 input channel per group) skip the matmul: they are the sum over taps of shifted inputs
-times per-channel weights (:func:`_conv_depthwise`). Only when the patches would exceed
-``IM2COL_MAX_BYTES`` is the native convolution kept, to bound memory. On GPU/TPU the
-native convolution is the fast path and is kept.
+times per-channel weights (:func:`_conv_depthwise`); other grouped ones are one im2col
+matmul per group, concatenated. Transposed convolutions (input-dilated) are one im2col
+convolution of the undilated input per output phase (:func:`_conv_phases`). Only when
+the patches would exceed ``IM2COL_MAX_BYTES`` is the native convolution kept, to bound
+memory. On GPU/TPU the native convolution is the fast path and is kept.
 ``jax.lax.platform_dependent`` makes the choice when the computation is lowered for its
 device, not when it is traced, so one jitted function is right on every backend.
 """
@@ -188,22 +190,33 @@ def _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precisio
         return _conv_phases(x, w, padding, dilation, groups, lhs_dilation, precision)
     if groups > 1 and cin_g == 1:
         return _conv_depthwise(x, w, stride, padding, dilation, lhs_dilation)
-    p = _patches(x, kernel, stride, padding, dilation, lhs_dilation)
-    taps = p.shape[-2]
-    if groups == 1:
-        wk = w.reshape(taps * cin_g, cout)
-        y = lax.dot_general(
-            p.reshape(*p.shape[:-2], taps * cin_g),
-            wk,
-            (((p.ndim - 2,), (0,)), ((), ())),
-            precision=precision,
+    if groups > 1:
+        # One matmul per group: as one batched matmul over groups, XLA's CPU backend
+        # makes transposed copies of the whole patch tensor, which costs more than the dots.
+        cout_g = cout // groups
+        return jnp.concatenate(
+            [
+                _conv_im2col(
+                    x[..., g * cin_g : (g + 1) * cin_g],
+                    w[..., g * cout_g : (g + 1) * cout_g],
+                    stride,
+                    padding,
+                    dilation,
+                    1,
+                    lhs_dilation,
+                    precision,
+                )
+                for g in range(groups)
+            ],
+            axis=-1,
         )
-        return y
-    # Grouped: patches (..., taps, G, C_in/G) against kernel (taps, C_in/G, G, C_out/G).
-    p = p.reshape(*p.shape[:-1], groups, cin_g)
-    wk = w.reshape(taps, cin_g, groups, cout // groups)
-    y = jnp.einsum("...tgc,tcgo->...go", p, wk, precision=precision)
-    return y.reshape(*y.shape[:-2], cout)
+    p = _patches(x, kernel, stride, padding, dilation, lhs_dilation)
+    return lax.dot_general(
+        p.reshape(*p.shape[:-2], p.shape[-2] * cin_g),
+        w.reshape(-1, cout),
+        (((p.ndim - 2,), (0,)), ((), ())),
+        precision=precision,
+    )
 
 
 def _im2col_bytes(x_shape, w_shape, stride, padding, lhs_dilation, itemsize) -> int:
