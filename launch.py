@@ -41,6 +41,13 @@ import time
 import traceback
 from pathlib import Path
 
+from cnnjax.host_memory import reexec_with_huge_pages
+
+if __name__ == "__main__":
+    # glibc reads its tunables only at process start: before anything heavy is imported,
+    # this command runs again with huge pages for malloc (cnnjax.host_memory).
+    reexec_with_huge_pages()
+
 from cnnjax import analysis, models, sweeps
 from cnnjax.training import (
     ConfigError,

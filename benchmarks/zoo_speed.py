@@ -45,6 +45,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from zoo import EXPERIMENTS as ZOO  # noqa: E402
 
+from cnnjax import host_memory  # noqa: E402
+
 # Every MNIST experiment: the README's order, then any the zoo table does not list.
 EXPERIMENTS = (
     *ZOO,
@@ -403,11 +405,13 @@ def check_params(names: list[str]) -> list[str]:
 
 def _in_subprocess(which: str, name: str, steps: int, repeats: int) -> dict | None:
     """``which``'s figures for ``name`` from a fresh interpreter; None (and its error on
-    stderr) if it failed."""
+    stderr) if it failed. cnnjax's process gets the environment ``launch.py`` runs in
+    (malloc on huge pages, :mod:`cnnjax.host_memory`); PyTorch's the one it was given."""
+    env = host_memory.environment(os.environ) if which == "cnnjax" else os.environ
     done = subprocess.run(
         [sys.executable, __file__, "--_run", which, "--only", name,
          "--steps", str(steps), "--repeats", str(repeats)],
-        capture_output=True, text=True, cwd=ROOT, env=os.environ,
+        capture_output=True, text=True, cwd=ROOT, env=env,
     )  # fmt: skip
     if done.returncode:
         print(f"{which} {name} failed:\n{done.stderr[-3000:]}", file=sys.stderr, flush=True)

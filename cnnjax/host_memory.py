@@ -1,49 +1,54 @@
-"""How this process's C allocator treats the memory XLA's CPU backend frees.
+"""Transparent huge pages for the memory XLA's CPU backend allocates, set at process start.
 
 Every call of a compiled program on XLA's CPU backend allocates its temporary buffers
 (im2col patch tensors, activations kept for the backward pass) with ``malloc`` and frees
-them at the end. glibc hands allocations over its mmap threshold straight to ``mmap`` and
-unmaps them on ``free``, and trims freed memory from its per-thread arenas, so the next
-call touches fresh pages again: one page fault per 4 KiB, which for a CNN train step with
-hundreds of MiB of temporaries costs as much as the step's arithmetic.
-:func:`keep_freed_memory` makes glibc serve every allocation from one heap and keep what
-is freed for reuse, so a process's resident memory stays at its peak instead.
+them at its end. glibc hands large allocations straight to ``mmap`` and unmaps them on
+``free``, so every call touches fresh memory again: one page fault per 4 KiB page, which
+for a CNN train step with hundreds of MiB of temporaries costs as much as the step's
+arithmetic. With the glibc tunable ``glibc.malloc.hugetlb=1`` (glibc >= 2.35) malloc asks
+the kernel for transparent huge pages (``madvise``), one fault per 2 MiB.
 
-It must run before JAX starts its CPU backend (the backend's threads take their arenas
-then): ``import cnnjax`` calls it, before it imports JAX. ``CNNJAX_MALLOC=system`` in
-the environment, or any ``glibc.malloc`` setting in ``GLIBC_TUNABLES``, leaves the
-allocator as it is; so does a C library other than glibc.
+glibc reads tunables only when a process starts, so ``launch.py`` calls
+:func:`reexec_with_huge_pages` first thing: it runs the same command again with the
+tunable in ``GLIBC_TUNABLES``. :func:`environment` gives that environment for other
+processes (benchmarks, workers). ``CNNJAX_MALLOC=system``, or any ``glibc.malloc``
+tunable already in ``GLIBC_TUNABLES``, leaves the allocator as it is; so does a C library
+other than glibc. Where the kernel's THP mode (``/sys/kernel/mm/transparent_hugepage/
+enabled``) is ``never`` the tunable has no effect; where it is ``always`` it is not needed.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
+import sys
+from collections.abc import Mapping
 
-# mallopt(3) parameters, from glibc's malloc.h.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-_M_ARENA_MAX = -8
-
-_SETTINGS = (
-    (_M_ARENA_MAX, 1),  # one heap: the main arena can grow without bound, thread arenas not
-    (_M_MMAP_MAX, 0),  # no allocation gets its own mapping (unmapped again on free)
-    (_M_TRIM_THRESHOLD, 2**31 - 1),  # keep up to 2 GiB of freed memory at the heap's top
-)
+TUNABLE = "glibc.malloc.hugetlb=1"
 
 
-def keep_freed_memory() -> bool:
-    """Tells glibc's ``malloc`` to reuse freed memory instead of returning it to the OS.
+def environment(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with :data:`TUNABLE` added to ``GLIBC_TUNABLES`` where it applies (glibc on
+    Linux, no ``CNNJAX_MALLOC=system``, no ``glibc.malloc`` tunable set already)."""
+    env = dict(env)
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if (
+        env.get("CNNJAX_MALLOC") == "system"
+        or "glibc.malloc" in tunables
+        or platform.system() != "Linux"
+        or platform.libc_ver()[0] != "glibc"
+    ):
+        return env
+    env["GLIBC_TUNABLES"] = f"{tunables}:{TUNABLE}" if tunables else TUNABLE
+    return env
 
-    Returns True if the settings were applied, False if left alone (not glibc, the
-    ``CNNJAX_MALLOC=system`` opt-out, or ``GLIBC_TUNABLES`` already setting malloc).
-    """
-    if os.environ.get("CNNJAX_MALLOC") == "system":
-        return False
-    if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL("libc.so.6")
-    return all(libc.mallopt(param, value) == 1 for param, value in _SETTINGS)
+
+def reexec_with_huge_pages() -> None:
+    """Replaces this process by the same command (``sys.orig_argv``) with the environment
+    of :func:`environment`, unless that changes nothing. Call it before anything else
+    has run: what the process did so far is lost."""
+    env = environment(os.environ)
+    if env != dict(os.environ):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, sys.orig_argv, env)
