@@ -187,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"error: {_one_line(e)}", file=sys.stderr)
+        if not args.debug:
+            # The other pending writes of a checkpoint that failed are garbage-collected
+            # at exit, and asyncio logs each one's exception: the failure is reported above.
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         return exit_status(e)
 
 
