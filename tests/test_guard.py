@@ -12,26 +12,23 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from short_run import SHORT_RUN, digits_config
 
 from cnnjax import models
-from cnnjax.training import Interrupted, apply_overrides, load_experiment, train_and_evaluate
+from cnnjax.training import Interrupted, train_and_evaluate
 from cnnjax.training.errors import DivergedError
 from cnnjax.training.step import Preprocess, init_state, make_train_chunk, make_train_step
 from cnnjax.training.tasks import Classification
 from cnnjax.training.trainer import _raise_if_diverged
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-# 22 steps per epoch at batch 64; checkpoints after steps 22 and 30.
-SHORT_RUN = ("--config.batch_size=64", "--config.total_epochs=None", "--config.total_steps=30")
+# Checkpoints after steps 22 (the end of epoch 1) and 30.
 EXPLODING = "--config.optimizer.base_lr=1e30"
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def _config(*overrides: str):
-    config = load_experiment("digits_lenet", EXPERIMENTS)
-    apply_overrides(config, [*SHORT_RUN, *overrides])
-    return config
+    return digits_config(*SHORT_RUN, *overrides)
 
 
 def _steps(workdir: Path) -> list[int]:

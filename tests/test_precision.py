@@ -15,25 +15,16 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+from short_run import SHORT_RUN, digits_config
 from zoo_helpers import MODEL_INPUTS, rbg_keys  # noqa: F401 (rbg_keys: a fixture)
 
 from cnnjax import models
-from cnnjax.training import apply_overrides, load_experiment, precision, train_and_evaluate
+from cnnjax.training import precision, train_and_evaluate
 from cnnjax.training.errors import DivergedError
 from cnnjax.training.step import Preprocess, init_state, make_train_step
 from cnnjax.training.tasks import Classification, Reconstruction
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-# 22 steps per epoch at batch 64.
-SHORT_RUN = ("--config.batch_size=64", "--config.total_epochs=None", "--config.total_steps=30")
-
 pytestmark = pytest.mark.usefixtures("compilation_cache")
-
-
-def _config(*overrides: str):
-    config = load_experiment("digits_lenet", EXPERIMENTS)
-    apply_overrides(config, list(overrides))
-    return config
 
 
 def _records(workdir: Path) -> list[dict]:
@@ -137,9 +128,8 @@ def test_overflowed_is_what_the_scaler_can_cure(scale, loss_finite, grads_finite
 def test_reduced_precision_learns_digits_with_float32_state(dtype, tmp_path):
     """60 steps of digits_lenet (float32 reaches 90 %); the checkpoint holds float32
     parameters and optimizer state whatever the compute dtype."""
-    summary = train_and_evaluate(
-        _config(*SHORT_RUN[:2], "--config.total_steps=60", f"--config.dtype={dtype}"), tmp_path
-    )
+    config = digits_config(*SHORT_RUN[:2], "--config.total_steps=60", f"--config.dtype={dtype}")
+    summary = train_and_evaluate(config, tmp_path)
     records = _records(tmp_path)
     losses = [r["train_loss"] for r in records] + [r["test_loss"] for r in records]
     assert np.all(np.isfinite(losses))
@@ -163,7 +153,7 @@ def test_float16_overflow_halves_the_scale_and_skips_without_stopping(tmp_path, 
     monkeypatch.setattr(
         precision, "init_loss_scale", functools.partial(precision.init_loss_scale, scale=2.0**30)
     )
-    summary = train_and_evaluate(_config(*SHORT_RUN, "--config.dtype=float16"), tmp_path)
+    summary = train_and_evaluate(digits_config(*SHORT_RUN, "--config.dtype=float16"), tmp_path)
     assert summary["steps"] == 30
     records = _records(tmp_path)
     skipped = sum(r["skipped_steps"] for r in records)
@@ -177,7 +167,7 @@ def test_float16_overflow_halves_the_scale_and_skips_without_stopping(tmp_path, 
 def test_float16_divergence_still_stops_the_run(tmp_path):
     with pytest.raises(DivergedError, match="non-finite loss"):
         train_and_evaluate(
-            _config(*SHORT_RUN, "--config.dtype=float16", "--config.optimizer.base_lr=1e30"),
+            digits_config(*SHORT_RUN, "--config.dtype=float16", "--config.optimizer.base_lr=1e30"),
             tmp_path,
         )
     assert not (tmp_path / "summary.json").exists()

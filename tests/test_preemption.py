@@ -14,24 +14,16 @@ from pathlib import Path
 import jax.numpy as jnp
 import pytest
 from launcher import launch
+from short_run import SHORT_RUN, digits_config
 
-from cnnjax.training import Interrupted, apply_overrides, load_experiment, train_and_evaluate
+from cnnjax.training import Interrupted, train_and_evaluate
 from cnnjax.training import augment as augment_lib
 from cnnjax.training import trainer as trainer_lib
 from cnnjax.training.checkpoint import SaveSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ROOT / "experiments"
-# 22 steps per epoch at batch 64.
-SHORT_RUN = ("--config.batch_size=64", "--config.total_epochs=None", "--config.total_steps=30")
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
-
-
-def _config(*overrides: str):
-    config = load_experiment("digits_lenet", EXPERIMENTS)
-    apply_overrides(config, list(overrides))
-    return config
 
 
 def _steps(workdir: Path) -> list[int]:
@@ -75,7 +67,7 @@ def test_at_most_one_train_call_waits_behind_the_running_one(tmp_path, monkeypat
 
     monkeypatch.setattr(trainer_lib, "make_train_chunk", watched_chunk)
     monkeypatch.setitem(augment_lib.AUGMENTATIONS, "heavy", _heavy)
-    config = _config("--config.steps_per_call=9", "--config.augment.name=heavy")
+    config = digits_config("--config.steps_per_call=9", "--config.augment.name=heavy")
     with pytest.raises(Interrupted) as e:
         train_and_evaluate(config, tmp_path)
     assert e.value.signum == signal.SIGTERM and e.value.step == 72
@@ -88,12 +80,12 @@ def test_a_stop_before_the_evaluation_resumes_with_it(tmp_path):
     """Stopped right at the end of epoch 1, before its evaluation: the resumed run
     evaluates epoch 1 first and ends with the records of an uninterrupted run."""
     whole = tmp_path / "whole"
-    train_and_evaluate(_config(*SHORT_RUN), whole)
+    train_and_evaluate(digits_config(*SHORT_RUN), whole)
     cut = tmp_path / "cut"
     with pytest.raises(Interrupted):
-        train_and_evaluate(_config(*SHORT_RUN), cut, stop_at_step=22)
+        train_and_evaluate(digits_config(*SHORT_RUN), cut, stop_at_step=22)
     assert _records(cut) == []
-    train_and_evaluate(_config(*SHORT_RUN), cut)
+    train_and_evaluate(digits_config(*SHORT_RUN), cut)
     keys = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
     assert [[r[k] for k in keys] for r in _records(cut)] == [
         [r[k] for k in keys] for r in _records(whole)
@@ -101,7 +93,9 @@ def test_a_stop_before_the_evaluation_resumes_with_it(tmp_path):
 
 
 def test_periodic_checkpoints_in_steps(tmp_path):
-    config = _config(*SHORT_RUN, "--config.checkpoint.every_steps=8", "--config.checkpoint.keep=9")
+    config = digits_config(
+        *SHORT_RUN, "--config.checkpoint.every_steps=8", "--config.checkpoint.keep=9"
+    )
     train_and_evaluate(config, tmp_path)
     assert _steps(tmp_path) == [8, 16, 22, 24, 30]
 

@@ -21,13 +21,12 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from short_run import SHORT_RUN, digits_config
 
 from cnnjax import models
 from cnnjax.training import (
     ConfigError,
     Interrupted,
-    apply_overrides,
-    load_experiment,
     optim,
     tasks,
     train_and_evaluate,
@@ -45,12 +44,6 @@ DETERMINISTIC = ("epoch", "step", "lr", "train_loss", "train_accuracy", "test_lo
 
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
-
-
-def digits_config(*overrides: str) -> ml_collections.ConfigDict:
-    config = load_experiment("digits_lenet", EXPERIMENTS)
-    apply_overrides(config, list(overrides))
-    return config
 
 
 # ------------------------------------------------------------------------- pieces
@@ -250,10 +243,6 @@ def _one_device():
 def _records(workdir: Path) -> list[dict]:
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     return [{k: json.loads(line)[k] for k in DETERMINISTIC} for line in lines]
-
-
-# 22 steps per epoch at batch 64: 30 steps end 8 steps into the second epoch.
-SHORT_RUN = ("--config.batch_size=64", "--config.total_epochs=None", "--config.total_steps=30")
 
 
 @pytest.fixture(scope="module")

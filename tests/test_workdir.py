@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from launcher import launch
+from short_run import SHORT_RUN
 
 from cnnjax.training import workdir as workdir_lib
 from cnnjax.training.errors import (
@@ -20,8 +21,6 @@ from cnnjax.training.errors import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-# 22 steps per epoch at batch 64.
-SHORT = ["--config.batch_size=64", "--config.total_epochs=None", "--config.total_steps=30"]
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 
@@ -36,7 +35,7 @@ def _snapshot(directory: Path) -> dict[str, tuple[int, bytes]]:
 
 
 def _launch(workdir: Path, *extra: str) -> int:
-    return launch.main(["--exp", "digits_lenet", "--workdir", str(workdir), *SHORT, *extra])
+    return launch.main(["--exp", "digits_lenet", "--workdir", str(workdir), *SHORT_RUN, *extra])
 
 
 def _one_error_line(err: str) -> str:
@@ -147,7 +146,8 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(small_disk):
     and the files written before (config.json, metrics.jsonl) are intact."""
     workdir = small_disk / "run"
     result = subprocess.run(
-        [sys.executable, "launch.py", "--exp", "digits_lenet", "--workdir", str(workdir), *SHORT],
+        [sys.executable, "launch.py", "--exp", "digits_lenet", "--workdir", str(workdir),
+         *SHORT_RUN],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == launch.EXIT_CODES[WorkdirError]

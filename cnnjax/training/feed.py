@@ -36,6 +36,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from cnnjax.training.data import Dataset, Split
+from cnnjax.training.sharding import batch_sharding, replicated
 
 PLACEMENTS = ("auto", "device", "host")
 
@@ -55,7 +56,7 @@ def is_resident(dataset: Dataset, *, placement: str, max_device_bytes: int) -> b
 def process_rows(mesh: Mesh, batch_size: int) -> slice:
     """The rows of a ``batch_size`` batch sharded over ``mesh``'s ``data`` axis that this
     process's devices hold (one span: the mesh lists each process's devices together)."""
-    spans = NamedSharding(mesh, P("data")).addressable_devices_indices_map((batch_size,))
+    spans = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
     bounds = sorted({(s[0].start or 0, batch_size if s[0].stop is None else s[0].stop)
                      for s in spans.values()})  # fmt: skip
     if any(a[1] != b[0] for a, b in itertools.pairwise(bounds)):
@@ -118,9 +119,9 @@ class TrainFeed:
         self._order: jax.Array | None = None
         self._host_order: np.ndarray | None = None
         if resident:
-            replicated = NamedSharding(mesh, P())
-            self._images = jax.device_put(split.images, replicated)
-            self._labels = jax.device_put(split.labels, replicated)
+            everywhere = replicated(mesh)
+            self._images = jax.device_put(split.images, everywhere)
+            self._labels = jax.device_put(split.labels, everywhere)
 
     @property
     def steps_per_epoch(self) -> int:
