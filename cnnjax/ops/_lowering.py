@@ -113,17 +113,16 @@ def _conv_depthwise(x, w, stride, padding, dilation, lhs_dilation):
     return y.reshape(*y.shape[:-2], c * multiplier).astype(x.dtype)
 
 
-def _phase(r, size, out, k, s, d, lo):
-    """One output phase ``r`` (``o = s*q + r``) of a 1-d convolution of the ``s``-dilated
-    input (``size`` samples, padded ``lo`` low) with ``k`` taps ``d`` apart, ``out``
-    outputs: ``(first tap, tap step, number of outputs, padding of x, dilation)``, or
-    None when no tap of the phase lands on an input sample (or it has no outputs).
+def _phase(r, count, size, k, s, d, lo):
+    """One output phase ``r`` (``o = s*q + r``, ``count`` of them) of a 1-d convolution of
+    the ``s``-dilated input (``size`` samples, padded ``lo`` low) with ``k`` taps ``d``
+    apart: ``(first tap, tap step, padding of x, dilation)``, or None when no tap of the
+    phase lands on an input sample (or it has no outputs).
 
     Output ``o`` reads the dilated input at ``o + t*d - lo``, an input sample iff that is
     a multiple of ``s``: tap ``t`` then reads ``x[q + (r + t*d - lo) // s]``. The taps that
     do form a progression ``t0, t0 + step, ...`` whose reads are ``d * step // s`` apart.
     """
-    count = len(range(r, out, s))
     first = [t for t in range(min(k, s)) if (r + t * d - lo) % s == 0]
     if not first or count == 0:
         return None
@@ -131,7 +130,7 @@ def _phase(r, size, out, k, s, d, lo):
     taps = len(range(t0, k, step))
     sub_dilation = d * step // s
     base = (r + t0 * d - lo) // s  # the first output's read offset into x
-    return t0, step, count, (-base, count + sub_dilation * (taps - 1) - size + base), sub_dilation
+    return t0, step, (-base, count + sub_dilation * (taps - 1) - size + base), sub_dilation
 
 
 def _conv_phases(x, w, padding, dilation, groups, lhs_dilation, precision):
@@ -153,11 +152,11 @@ def _conv_phases(x, w, padding, dilation, groups, lhs_dilation, precision):
     ]
     q = [-(-o // s) for o, s in zip(out, lhs_dilation, strict=True)]  # outputs per phase, most
     low = [lo for lo, _ in padding]
-    per_dim = list(zip(size, out, kernel, lhs_dilation, dilation, low, strict=True))
+    per_dim = list(zip(size, kernel, lhs_dilation, dilation, low, strict=True))
     parts = []
     for r in itertools.product(*(range(s) for s in lhs_dilation)):
-        phases = [_phase(ri, *dim) for ri, dim in zip(r, per_dim, strict=True)]
         counts = [len(range(ri, o, s)) for ri, o, s in zip(r, out, lhs_dilation, strict=True)]
+        phases = [_phase(*args, *dim) for *args, dim in zip(r, counts, per_dim, strict=True)]
         if None in phases:
             y = jnp.zeros((x.shape[0], *counts, cout), x.dtype)
         else:
@@ -166,8 +165,8 @@ def _conv_phases(x, w, padding, dilation, groups, lhs_dilation, precision):
                 x,
                 w[index],
                 (1,) * n,
+                tuple(p[2] for p in phases),
                 tuple(p[3] for p in phases),
-                tuple(p[4] for p in phases),
                 groups,
                 (1,) * n,
                 precision,
