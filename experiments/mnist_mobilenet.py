@@ -30,8 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.kwargs.standard_convs = False
     c.model.kwargs.blocks = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1))  # (channels, stride)
 
-    # 9 steps per jitted call (468 steps per epoch = 52 calls): ~1.5x images/s on the 2-core
-    # CPU against one step per call (benchmarks/zoo_speed.py).
+    # 9 steps per jitted call (468 steps per epoch = 52 calls): 1.07-1.23x the images/s of
+    # one step per call on the 2-core CPU (benchmarks/RESULTS.md).
     c.steps_per_call = 9
     # A short schedule keeps the run to minutes on a 2-core CPU (see the docstring).
     c.total_epochs = 2
