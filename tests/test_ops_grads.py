@@ -236,6 +236,9 @@ def test_deformable_conv2d(shapes, kwargs):
 POOL_CASES = [
     pytest.param((2, 4, 6, 3), dict(window=2), id="2d-w2"),
     pytest.param((1, 5, 5, 2), dict(window=3, stride=2, padding="SAME"), id="2d-w3-s2-same"),
+    # Channel counts whose cotangents pass in blocks of 4 and 8 on CPU.
+    pytest.param((1, 5, 5, 12), dict(window=3, stride=2, padding="SAME"), id="2d-w3-s2-12ch"),
+    pytest.param((1, 4, 16), dict(window=3, stride=1, padding="SAME"), id="1d-w3-16ch"),
     pytest.param((1, 7, 2), dict(window=3, stride=1), id="1d-overlapping"),
     pytest.param(
         (1, 6, 5, 2), dict(window=(3, 2), stride=(2, 1), padding=((1, 1), (0, 1))), id="2d-pairs"

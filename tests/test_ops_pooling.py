@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -191,3 +192,17 @@ def test_bad_arguments_raise_value_error(name):
     call, match = BAD_CALLS[name]
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("channels", [3, 8, 12])
+def test_overlapping_max_pool_forward_mode_agrees_with_reverse_mode(channels):
+    """The overlapping max-pool's derivative is a custom JVP on CPU; ``jvp`` agrees with
+    the gradient: <grad f(x), v> = jvp(f, x, v)."""
+    rng = np.random.default_rng(0)
+    x, v = (jnp.asarray(rng.standard_normal((2, 7, 7, channels)), jnp.float32) for _ in "xv")
+
+    def f(x):
+        return jnp.sum(jnp.sin(ops.max_pool(x, 3, 2, "SAME")))
+
+    _, directional = jax.jvp(f, (x,), (v,))
+    np.testing.assert_allclose(directional, jnp.vdot(jax.grad(f)(x), v), rtol=1e-5)
