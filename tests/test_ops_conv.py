@@ -4,6 +4,7 @@ tutorial worked examples, transformations (jit, vmap), dtypes and argument error
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ import pytest
 import reference as ref
 
 from cnnjax import ops
+from cnnjax.ops import _lowering
 
 # ----------------------------------------------------------------------------------------
 # Helpers.
@@ -653,3 +655,30 @@ def test_bad_arguments_raise_value_error(name):
     call, match = BAD_CALLS[name]
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_with_many_output_positions_matches_reference_and_native_gradients(stride):
+    """Convs with enough output positions (and channels) that the CPU lowering splits
+    their matmul in two: the output against the NumPy reference, both gradients against
+    those of XLA's own convolution."""
+    side = stride * (math.isqrt(_lowering._SPLIT_MIN_ROWS // 2) + 1)  # 2 images
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, side, side, 5)).astype(np.float32)
+    w = (rng.standard_normal((3, 3, 5, 32)) / 6).astype(np.float32)
+    ct = rng.standard_normal(ops.conv(x, w, stride=stride).shape).astype(np.float32)
+    assert math.prod(ct.shape[:-1]) >= _lowering._SPLIT_MIN_ROWS
+    assert_close(ops.conv(x, w, stride=stride), ref.conv(x, w, stride=stride))
+
+    def native(x, w):
+        pads = [ref.same_padding(side, 3, stride)] * 2
+        return jax.lax.conv_general_dilated(
+            x, w, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    def grads(f):
+        return jax.grad(lambda x, w: jnp.vdot(f(x, w), ct), argnums=(0, 1))(x, w)
+
+    ours = grads(lambda x, w: ops.conv(x, w, stride=stride))
+    for mine, theirs in zip(ours, grads(native), strict=True):
+        assert_close(mine, theirs, tol=1e-4)

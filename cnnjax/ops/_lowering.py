@@ -45,6 +45,9 @@ _SPATIAL = "DHW"
 # native convolution is used even on CPU, to bound memory.
 IM2COL_MAX_BYTES = 512 * 2**20
 
+# im2col matmuls with at least this many rows (output positions) are split in two.
+_SPLIT_MIN_ROWS = 4096
+
 
 def dimension_numbers(n: int) -> tuple[str, str, str]:
     """Channels-last layouts for ``n`` spatial dims, e.g. ``("NHWC", "HWIO", "NHWC")``."""
@@ -210,12 +213,19 @@ def _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precisio
             axis=-1,
         )
     p = _patches(x, kernel, stride, padding, dilation, lhs_dilation)
-    return lax.dot_general(
-        p.reshape(*p.shape[:-2], p.shape[-2] * cin_g),
-        w.reshape(-1, cout),
-        (((p.ndim - 2,), (0,)), ((), ())),
+    rows, depth = math.prod(p.shape[:-2]), p.shape[-2] * cin_g
+    # The kernel gradient contracts over all rows; as one matmul XLA's CPU backend runs it
+    # through a transposed copy on one thread. Split into two halves of rows (a batched
+    # matmul against the kernel broadcast twice), it is two matmuls and a sum: 1.2-1.5x
+    # faster train steps for convs this wide and long; narrower ones lose.
+    halves = 2 if rows % 2 == 0 and rows >= _SPLIT_MIN_ROWS and min(depth, cout) >= 32 else 1
+    y = lax.dot_general(
+        p.reshape(halves, rows // halves, depth),
+        jnp.broadcast_to(w.reshape(depth, cout), (halves, depth, cout)),
+        (((2,), (1,)), ((0,), (0,))),
         precision=precision,
     )
+    return y.reshape(*p.shape[:-2], cout)
 
 
 def _im2col_bytes(x_shape, w_shape, stride, padding, lhs_dilation, itemsize) -> int:
