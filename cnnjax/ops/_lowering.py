@@ -45,8 +45,10 @@ _SPATIAL = "DHW"
 # native convolution is used even on CPU, to bound memory.
 IM2COL_MAX_BYTES = 512 * 2**20
 
-# im2col matmuls with at least this many rows (output positions) are split in two.
+# im2col matmuls with at least this many rows (output positions), and this many channels
+# each way (patch depth and outputs), are split in two.
 _SPLIT_MIN_ROWS = 4096
+_SPLIT_MIN_CHANNELS = 64
 
 
 def dimension_numbers(n: int) -> tuple[str, str, str]:
@@ -215,10 +217,11 @@ def _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precisio
     p = _patches(x, kernel, stride, padding, dilation, lhs_dilation)
     rows, depth = math.prod(p.shape[:-2]), p.shape[-2] * cin_g
     # The kernel gradient contracts over all rows; as one matmul XLA's CPU backend runs it
-    # through a transposed copy on one thread. Split into two halves of rows (a batched
-    # matmul against the kernel broadcast twice), it is two matmuls and a sum: 1.2-1.5x
+    # behind a transposed copy of the output gradient. Split into two halves of rows (a
+    # batched matmul against the kernel broadcast twice), it is two matmuls and a sum:
     # faster train steps for convs this wide and long; narrower ones lose.
-    halves = 2 if rows % 2 == 0 and rows >= _SPLIT_MIN_ROWS and min(depth, cout) >= 32 else 1
+    wide = min(depth, cout) >= _SPLIT_MIN_CHANNELS
+    halves = 2 if rows % 2 == 0 and rows >= _SPLIT_MIN_ROWS and wide else 1
     y = lax.dot_general(
         p.reshape(halves, rows // halves, depth),
         jnp.broadcast_to(w.reshape(depth, cout), (halves, depth, cout)),
