@@ -161,3 +161,14 @@ def test_a_read_only_workdir_is_one_line(small_disk, capsys):
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     assert _launch(small_disk / "run") == launch.EXIT_CODES[WorkdirError]
     assert "Read-only file system" in _one_error_line(capsys.readouterr().err)
+
+
+def test_check_resumable_returns_the_safe_changes_and_prints_nothing(tmp_path, capsys):
+    """The trainer prints the line on process 0 only; the check itself says nothing."""
+    saved = {"total_steps": 30, "steps_per_call": 1, "batch_size": 64}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert workdir_lib.check_resumable(tmp_path, saved) is None
+    line = workdir_lib.check_resumable(tmp_path, {**saved, "total_steps": 40})
+    assert line == f"Resuming {tmp_path} with safe config changes: total_steps: 30 -> 40"
+    assert workdir_lib.check_resumable(tmp_path / "none", saved) is None  # no earlier run
+    assert capsys.readouterr() == ("", "")

@@ -142,7 +142,8 @@ def train_and_evaluate(
     with lock, workdir_lib.write_errors(), StopRequest() as stop:
         for run_dir, config_dict in zip(run_dirs, config_dicts, strict=True):
             if not restart:
-                workdir_lib.check_resumable(run_dir, config_dict)
+                if changes := workdir_lib.check_resumable(run_dir, config_dict):
+                    _say(changes, flush=True)
             elif primary and (moved := workdir_lib.set_aside_run(run_dir)):
                 _say(f"--restart: the earlier run's files are in {moved}", flush=True)
         distributed.barrier("cnnjax: work directories ready")

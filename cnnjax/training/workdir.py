@@ -201,16 +201,17 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, 
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
 
 
-def check_resumable(run_dir: Path, config: dict[str, Any]) -> None:
+def check_resumable(run_dir: Path, config: dict[str, Any]) -> str | None:
     """Refuses to resume the run in ``run_dir`` (its ``config.json``) with ``config`` if
-    a field in ``_FIXED`` changed; prints the other changes, which are safe.
+    a field in ``_FIXED`` changed; returns a line naming the other changes, which are
+    safe (None if there are none, or no run to resume).
 
     Raises:
       IncompatibleResumeError: naming the changed fields, before anything is written.
     """
     path = run_dir / "config.json"
     if not path.exists():
-        return
+        return None
     changes = config_changes(json.loads(path.read_text()), config)
     unsafe = {k: v for k, v in changes.items() if k.startswith(_FIXED)}
     listed = lambda c: ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in c.items())  # noqa: E731
@@ -220,8 +221,7 @@ def check_resumable(run_dir: Path, config: dict[str, Any]) -> None:
             f"({listed(unsafe)}); relaunch with --restart to set that run aside and start "
             "afresh, or use another --workdir"
         )
-    if changes:
-        print(f"Resuming {run_dir} with safe config changes: {listed(changes)}", flush=True)
+    return f"Resuming {run_dir} with safe config changes: {listed(changes)}" if changes else None
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
