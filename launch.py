@@ -41,12 +41,16 @@ import time
 import traceback
 from pathlib import Path
 
-from cnnjax.host_memory import reexec_with_huge_pages
+from cnnjax.host_memory import reexec_with_allocator
 
 if __name__ == "__main__":
-    # glibc reads its tunables only at process start: before anything heavy is imported,
-    # this command runs again with huge pages for malloc (cnnjax.host_memory).
-    reexec_with_huge_pages()
+    # The loader and malloc read their settings only at process start: before anything
+    # heavy is imported, this command runs again with its allocator (cnnjax.host_memory).
+    try:
+        reexec_with_allocator()
+    except ValueError as e:  # a bad CNNJAX_MALLOC: bad input, the status of a ConfigError
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 from cnnjax import analysis, models, sweeps
 from cnnjax.training import (

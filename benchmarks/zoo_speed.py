@@ -406,7 +406,7 @@ def check_params(names: list[str]) -> list[str]:
 def _in_subprocess(which: str, name: str, steps: int, repeats: int) -> dict | None:
     """``which``'s figures for ``name`` from a fresh interpreter; None (and its error on
     stderr) if it failed. cnnjax's process gets the environment ``launch.py`` runs in
-    (malloc on huge pages, :mod:`cnnjax.host_memory`); PyTorch's the one it was given."""
+    (its allocator, :mod:`cnnjax.host_memory`); PyTorch's the one it was given."""
     env = host_memory.environment(os.environ) if which == "cnnjax" else os.environ
     done = subprocess.run(
         [sys.executable, __file__, "--_run", which, "--only", name,
