@@ -1,7 +1,7 @@
 """Training speed of every MNIST experiment of the zoo next to an eager PyTorch twin, side by side.
 
     TFDS_DATA_DIR=../shared/tfds python benchmarks/zoo_speed.py [--only NAME[,NAME]]
-        [--steps 20] [--repeats 5] [--rounds 1]
+        [--steps 20] [--repeats 5] [--rounds 1] [--torch_allocator]
 
 For each ``experiments/mnist_*.py`` (in ``benchmarks/zoo.py``'s order), two measurements,
 each in its own subprocess and one after the other (so they never share the CPU):
@@ -22,7 +22,10 @@ each in its own subprocess and one after the other (so they never share the CPU)
    images/s of ``repeats`` timed runs of ``steps`` steps.
 
 The ratio is cnnjax / PyTorch images/s. With ``--rounds R`` the whole table is measured
-R times, interleaved, and each cell is the median over rounds. The twins compute what the
+R times, interleaved, and each cell is the median over rounds. cnnjax runs on the C
+allocator ``launch.py`` chooses (:mod:`cnnjax.host_memory`: jemalloc where one is
+installed), PyTorch on the one of the environment it is given, unless
+``--torch_allocator`` gives it cnnjax's too. The twins compute what the
 cnnjax models compute up to initialisation and the placement of odd SAME padding
 (PyTorch pads symmetrically); their cost is the same.
 """
@@ -403,11 +406,15 @@ def check_params(names: list[str]) -> list[str]:
     return bad
 
 
-def _in_subprocess(which: str, name: str, steps: int, repeats: int) -> dict | None:
+def _in_subprocess(
+    which: str, name: str, steps: int, repeats: int, torch_allocator: bool
+) -> dict | None:
     """``which``'s figures for ``name`` from a fresh interpreter; None (and its error on
     stderr) if it failed. cnnjax's process gets the environment ``launch.py`` runs in
-    (its allocator, :mod:`cnnjax.host_memory`); PyTorch's the one it was given."""
-    env = host_memory.environment(os.environ) if which == "cnnjax" else os.environ
+    (its allocator, :mod:`cnnjax.host_memory`); PyTorch's the one it was given, or with
+    ``torch_allocator`` cnnjax's."""
+    same = which == "cnnjax" or torch_allocator
+    env = host_memory.environment(os.environ) if same else os.environ
     done = subprocess.run(
         [sys.executable, __file__, "--_run", which, "--only", name,
          "--steps", str(steps), "--repeats", str(repeats)],
@@ -436,6 +443,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="train steps per timed run")
     p.add_argument("--repeats", type=int, default=5, help="timed runs after the warm-up")
     p.add_argument("--rounds", type=int, default=1, help="measure the table this many times")
+    p.add_argument(
+        "--torch_allocator",
+        action="store_true",
+        help="run the PyTorch twins on cnnjax's C allocator too (default: the environment's)",
+    )
     p.add_argument("--_run", help=argparse.SUPPRESS)
     args = p.parse_args()
     names = [n if n.startswith("mnist_") else f"mnist_{n}" for n in args.only.split(",") if n]
@@ -458,7 +470,7 @@ def main() -> None:
     for r in range(args.rounds):
         for name in names:
             for which in ("cnnjax", "torch"):
-                got = _in_subprocess(which, name, args.steps, args.repeats)
+                got = _in_subprocess(which, name, args.steps, args.repeats, args.torch_allocator)
                 if got is not None:
                     results[name][which].append(got)
             row = _row(name, results[name]["cnnjax"], results[name]["torch"])
@@ -469,6 +481,7 @@ def main() -> None:
         f"Train images/s on {jax.devices()[0].device_kind} ({os.cpu_count()} cores), "
         f"jax {jax.__version__} vs PyTorch {torch_info} threads, batch {TORCH_BATCH}; "
         f"median of {args.repeats} runs of {args.steps} steps, {args.rounds} round(s); "
+        f"PyTorch on {'cnnjax' if args.torch_allocator else 'the environment'}'s allocator; "
         f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
     print("| experiment | params | cnnjax batch | cnnjax images/s | PyTorch images/s | ratio |")
