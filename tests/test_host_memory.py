@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from launcher import ROOT, launch
 
 from cnnjax import host_memory
+from cnnjax.training import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
 LINUX = platform.system() == "Linux"
 GLIBC = LINUX and platform.libc_ver()[0] == "glibc"
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -146,7 +147,8 @@ def test_launch_rejects_an_unknown_allocator_in_one_line():
         cwd=ROOT,
         env=_clean_env(CNNJAX_MALLOC="tcmalloc"),
     )
-    assert result.returncode == 2
+    # launch.py checks it before it can import ConfigError; the status must still be its.
+    assert result.returncode == launch.EXIT_CODES[ConfigError] == 2
     assert result.stderr.strip().splitlines() == [
         "error: CNNJAX_MALLOC must be one of auto, jemalloc, glibc, system; got 'tcmalloc'"
     ]
