@@ -40,4 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.augment.distort_test = True
 
     c.target_accuracy = 0.97
+    # Each gradient as 4 independent parts, which the 2 cores run side by side: ~1.4x
+    # images/s (benchmarks/RESULTS.md); the narrow 3-D convs alone keep them half idle.
+    c.microbatches = 4
     return c

@@ -374,7 +374,8 @@ ZOO_EXPERIMENTS = {
         "--config.model.kwargs.hidden=8",
     ],
     "mnist_mobilenet": ["--config.model.kwargs.blocks=((8, 1), (8, 2))"],
-    "mnist_dilated": ["--config.model.kwargs.features=4"],
+    # the tiny batch of 4 in 2 parts (the experiment's 16 parts need a batch of 16)
+    "mnist_dilated": ["--config.model.kwargs.features=4", "--config.microbatches=2"],
     "mnist_deformable": [
         "--config.model.kwargs.features=(4, 4)",
         "--config.model.kwargs.deformable_features=(4,)",
@@ -395,7 +396,11 @@ ZOO_EXPERIMENTS = {
     ],
     # test digits become 4-frame clips (distort_test): the run fails unless they reach
     # the 3-D model as clips
-    "mnist_clips": ["--config.model.kwargs.features=(2, 2, 2)", "--config.augment.num_frames=4"],
+    "mnist_clips": [
+        "--config.model.kwargs.features=(2, 2, 2)",
+        "--config.augment.num_frames=4",
+        "--config.microbatches=2",
+    ],
     "cifar10_alexnet": [
         "--config.model.kwargs.widths=(4, 4, 4, 4, 4)",
         "--config.model.kwargs.hidden=8",

@@ -270,10 +270,16 @@ def _wait_for_checkpoint(process: subprocess.Popen, directory: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("vmap", [False, True], ids=["one-by-one", "vmapped"])
 def test_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path, vmap):
-    """SIGKILL while the second point trains (after its first checkpoint); the relaunch
+    """SIGKILL while the second point trains (after its first checkpoint, step 9); the relaunch
     leaves the finished point's files untouched (one trainer start in its logs, same
     summary.json mtimes) and ends bitwise equal to an uninterrupted sweep."""
-    flags = ["--sweep.seeds=2", f"--sweep.vmap_seeds={str(vmap).lower()}"]
+    # A save every 9 steps: the kill lands a few steps into the point's 72, not in a race
+    # with its last epoch (one epoch of these digits takes well under a second).
+    flags = [
+        "--sweep.seeds=2",
+        f"--sweep.vmap_seeds={str(vmap).lower()}",
+        "--config.checkpoint.every_steps=9",
+    ]
     whole = tmp_path / "whole"
     _run(_sweep_command(whole, *flags))
     killed = tmp_path / "killed"
