@@ -8,15 +8,16 @@ default config (one after another, so runs do not share the CPU), its output goi
 ``WORKDIR/NAME.log``. The table lists, from each run's ``summary.json`` and the model
 table the trainer prints at start: parameters, forward MFLOPs per example, epochs, the
 final test metric (accuracy, or PSNR for the autoencoder), the wall seconds of training
-(compilation and evaluations included), steady-state images/s and the seconds until the
-experiment's target was first reached. A run that is already finished in WORKDIR is not
-repeated; delete its directory to measure it again.
+(compilation and evaluations included), steady-state images/s, the process's peak resident
+memory and the seconds until the experiment's target was first reached. A run that is
+already finished in WORKDIR is not repeated; delete its directory to measure it again.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -50,12 +51,16 @@ def run(name: str, workdir: Path) -> None:
         return
     log = workdir / f"{name}.log"
     print(f"training {name} (log: {log})", file=sys.stderr, flush=True)
+    command = [sys.executable, str(ROOT / "launch.py"), "--exp", name,
+               "--workdir", str(workdir / name)]  # fmt: skip
     with log.open("w") as out:
-        subprocess.run(
-            [sys.executable, str(ROOT / "launch.py"), "--exp", name,
-             "--workdir", str(workdir / name)],
-            stdout=out, stderr=subprocess.STDOUT, check=True, cwd=ROOT,
-        )  # fmt: skip
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        # wait4: the resource usage of this child alone (launch.py re-execs in place).
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    (workdir / f"{name}.rss").write_text(f"{usage.ru_maxrss * 1024}\n")  # bytes
 
 
 def row(name: str, workdir: Path) -> str:
@@ -69,9 +74,12 @@ def row(name: str, workdir: Path) -> str:
     reached = s["seconds_to_target"]
     shown_target = f"{100 * target:g} %" if metric == "accuracy" else f"{target:g} dB"
     to_target = f"{reached:.0f} s to {shown_target}" if reached is not None else "not reached"
+    rss = workdir / f"{name}.rss"
+    peak = f"{int(rss.read_text()) / 1e9:.1f} GB" if rss.exists() else "?"
     return (
         f"| `{name}` | {s['params']:,} | {mflops} | {s['epochs']} | {value} | "
-        f"{s['train_seconds']:.0f} s | {s['train_images_per_second']:,.0f} | {to_target} |"
+        f"{s['train_seconds']:.0f} s | {s['train_images_per_second']:,.0f} | {peak} | "
+        f"{to_target} |"
     )
 
 
@@ -83,8 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     lines = [
-        "| experiment | params | MFLOPs | epochs | final test | train time | images/s | target |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| experiment | params | MFLOPs | epochs | final test | train time | images/s | "
+        "peak RSS | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name in args.exp:
         if not args.table_only:
