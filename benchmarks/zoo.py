@@ -38,6 +38,7 @@ EXPERIMENTS = (
     "mnist_dilated",
     "mnist_deformable",
     "mnist_deformable_plain",
+    "mnist_slot_cnn",
     "mnist_autoencoder",
     "mnist_conv1d_seq",
     "mnist_tcn",

@@ -10,10 +10,10 @@ Command:
   TFDS_DATA_DIR=../shared/tfds python launch.py --exp mnist_slot_cnn \
       --config.model.kwargs.conv=deformable
 
-Hardware and runtime: the 2-core x86 CPU, no GPU: not yet measured; about 1 minute for
-the 3 epochs with standard convs at the ~4,100 images/s of its twin
-mnist_deformable_plain, 2-3 minutes deformable (~1,700 images/s, from mnist_deformable).
-Expected: not yet measured.
+Hardware and runtime: the 2-core x86 CPU, no GPU: 37 s of training for 3 epochs at 6,057
+images/s, peak RSS 1.5 GB, with standard convs; deformable ones run at about a third of
+that (mnist_deformable: 2,002 images/s).
+Expected: final test accuracy 97.25 % (seed 0), with standard convs.
 
 Recipe: that of mnist_lenet (Adam, one-cycle schedule peaking at 3e-3, batch 128, random
 shifts of up to 2 pixels) but 3 epochs with 0.75 of warm-up instead of 12 with 3, to keep

@@ -396,11 +396,7 @@ ZOO_EXPERIMENTS = {
     ],
     # test digits become 4-frame clips (distort_test): the run fails unless they reach
     # the 3-D model as clips
-    "mnist_clips": [
-        "--config.model.kwargs.features=(2, 2, 2)",
-        "--config.augment.num_frames=4",
-        "--config.microbatches=2",
-    ],
+    "mnist_clips": ["--config.model.kwargs.features=(2, 2, 2)", "--config.augment.num_frames=4"],
     "cifar10_alexnet": [
         "--config.model.kwargs.widths=(4, 4, 4, 4, 4)",
         "--config.model.kwargs.hidden=8",
