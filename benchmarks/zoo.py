@@ -76,7 +76,7 @@ def row(name: str, workdir: Path) -> str:
     shown_target = f"{100 * target:g} %" if metric == "accuracy" else f"{target:g} dB"
     to_target = f"{reached:.0f} s to {shown_target}" if reached is not None else "not reached"
     rss = workdir / f"{name}.rss"
-    peak = f"{int(rss.read_text()) / 1e9:.1f} GB" if rss.exists() else "?"
+    peak = f"{int(rss.read_text()) / 2**30:.1f} GiB" if rss.exists() else "?"
     return (
         f"| `{name}` | {s['params']:,} | {mflops} | {s['epochs']} | {value} | "
         f"{s['train_seconds']:.0f} s | {s['train_images_per_second']:,.0f} | {peak} | "

@@ -8,7 +8,7 @@ Command:
   TFDS_DATA_DIR=../shared/tfds python launch.py --exp mnist_conv1d_seq
 
 Hardware and runtime: the 2-core x86 CPU, no GPU: 23 s of training for 12 epochs at
-41,319 images/s, peak RSS 0.8 GB.
+41,319 images/s, peak RSS 0.8 GiB.
 Expected: final test accuracy 99.23 % (seed 0) (target >= 98.5 %).
 
 Recipe: that of mnist_lenet (Adam, one-cycle schedule peaking at 3e-3, batch 128, 12
