@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from zoo_helpers import KEY, conv, count, dense, trace
+from zoo_helpers import KEY, by_model, conv, count, dense, trace
 
 from cnnjax import models
 
@@ -139,7 +139,9 @@ DEFAULTS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "defaults"), DEFAULTS, ids=[f"{d[0]}-{d[1]}" for d in DEFAULTS])
+@pytest.mark.parametrize(
+    ("name", "defaults"), by_model(DEFAULTS, ids=[f"{d[0]}-{d[1]}" for d in DEFAULTS])
+)
 def test_spelled_out_defaults_give_the_same_network(name, defaults):
     x = jnp.asarray(np.random.default_rng(0).uniform(size=MNIST), jnp.float32)
     base = models.get(name, **({} if name != "deformable_cnn" else defaults))

@@ -20,6 +20,7 @@ from zoo_helpers import (
     MODEL_INPUTS,
     TINY_RUN,
     batch_norm,
+    by_model,
     conv,
     count,
     dense,
@@ -435,7 +436,7 @@ def test_every_registered_model_has_a_gradcheck_input():
     assert sorted(MODEL_INPUTS) == models.available()
 
 
-@pytest.mark.parametrize(("name", "input_shape"), MODEL_INPUTS.items())
+@pytest.mark.parametrize(("name", "input_shape"), by_model(MODEL_INPUTS.items()))
 def test_full_model_gradient_check_in_float64(name, input_shape):
     x = np.random.default_rng(0).normal(size=input_shape)
     report = check_model(models.get(name), x, max_entries=8)

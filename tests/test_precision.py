@@ -16,7 +16,7 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 from short_run import SHORT_RUN, digits_config
-from zoo_helpers import MODEL_INPUTS, rbg_keys  # noqa: F401 (rbg_keys: a fixture)
+from zoo_helpers import MODEL_INPUTS, by_model, rbg_keys  # noqa: F401 (rbg_keys: a fixture)
 
 from cnnjax import models
 from cnnjax.training import precision, train_and_evaluate
@@ -198,7 +198,7 @@ def _compiled(f, *args):
     return jax.jit(f).lower(*args).compile(FAST_COMPILE)
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_INPUTS))
+@pytest.mark.parametrize("name", by_model(sorted(MODEL_INPUTS)))
 def test_every_model_trains_in_bfloat16_and_float16(name, rbg_keys):  # noqa: F811
     """Forward and backward convs and dots run in the compute dtype, the state stays
     float32, and a step's loss is finite."""

@@ -23,6 +23,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+# Each test launches several multi-device runs (20-35 s each on 2 cores): the slow pass.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 MOCK_LAUNCH = ROOT / "tests" / "mock_launch.py"
 TIMEOUT = 240  # seconds for any one launch
@@ -164,7 +167,6 @@ def test_a_checkpoint_resumes_on_another_device_count(one_device, tmp_path, firs
     _assert_same_run(workdir, one_device, step=6)
 
 
-@pytest.mark.slow
 def test_two_processes_train_as_one_process_with_all_their_devices(tmp_path):
     reference, together = tmp_path / "four_devices", tmp_path / "two_processes"
     _launch(reference, devices=4)
@@ -188,7 +190,6 @@ def test_two_processes_train_as_one_process_with_all_their_devices(tmp_path):
     assert len(_records(together)) == 2
 
 
-@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_one_step_and_both_resume(tmp_path):
     # 30 steps per epoch, 6 epochs: long enough to be signalled mid-run.
     examples, epochs = 1920, 6

@@ -38,6 +38,22 @@ MODEL_INPUTS = {
     "tf_tutorial_cnn": (2, 28, 28, 1),
 }
 
+# The models whose per-model tests take longest on 2 cores (float64 gradient checks of
+# 16-47 s each): those cases run in the slow pass (`-m slow`), the rest in the default one.
+SLOW_MODELS = frozenset({"alexnet_small", "inception_small", "mobilenet_small", "nin"})
+
+
+def by_model(cases, ids=None) -> list:
+    """``pytest.param`` per case (a model name, or a tuple that starts with one), marked
+    slow for the :data:`SLOW_MODELS`; ``ids``: one id per case, or pytest's own."""
+    params = []
+    for i, case in enumerate(cases):
+        values = case if isinstance(case, tuple) else (case,)
+        marks = [pytest.mark.slow] if values[0] in SLOW_MODELS else []
+        params.append(pytest.param(*values, marks=marks, id=None if ids is None else ids[i]))
+    return params
+
+
 # 8 generated examples per split (tfds mock data: random images of the dataset's shape):
 # 2 steps of 4, one evaluation, one checkpoint.
 TINY_RUN = [
