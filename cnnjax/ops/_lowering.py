@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cnnjax.ops._cotangent import cotangent_read_once
 from cnnjax.ops._max import max_first
 
 _SPATIAL = "DHW"
@@ -105,7 +106,10 @@ def _conv_depthwise(x, w, stride, padding, dilation, lhs_dilation):
     As a matmul this is a batched product with one column per group, which XLA's CPU
     backend runs through transposed copies of the patch tensor; as a sum it is one
     elementwise fusion each way (the input gradient is the same sum of padded taps, the
-    kernel gradient one reduction per tap) and no patch tensor is materialised.
+    kernel gradient one reduction per tap) and no patch tensor is materialised. Both read
+    the output's cotangent once per tap, so it is materialised first
+    (:func:`~cnnjax.ops._cotangent.cotangent_read_once`): otherwise XLA recomputes the
+    batch-norm and ReLU derivatives that produce it in each of those reads.
     """
     n = w.ndim - 2
     c = x.shape[-1]
@@ -115,7 +119,7 @@ def _conv_depthwise(x, w, stride, padding, dilation, lhs_dilation):
     wk = w.reshape(-1, *(1,) * (n + 1), c, multiplier).astype(acc)
     taps = _taps(x.astype(acc), w.shape[:n], stride, padding, dilation, lhs_dilation)
     y = functools.reduce(operator.add, (t[..., None] * wk[i] for i, t in enumerate(taps)))
-    return y.reshape(*y.shape[:-2], c * multiplier).astype(x.dtype)
+    return cotangent_read_once(y.reshape(*y.shape[:-2], c * multiplier).astype(x.dtype))
 
 
 def _phase(r, count, size, k, s, d, lo):

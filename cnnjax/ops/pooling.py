@@ -39,6 +39,7 @@ from cnnjax.ops._args import (
     padding_fill,
     padding_pairs,
 )
+from cnnjax.ops._cotangent import cotangent_read_once
 from cnnjax.ops._max import max_first
 
 
@@ -237,7 +238,7 @@ def _max_pool(win: _Windows) -> jax.Array:
     # windows have no reduce_window derivative in JAX: taps on every platform.
     return lax.platform_dependent(
         x,
-        cpu=lambda x: _cotangent_read_once(tapped(x)),
+        cpu=lambda x: cotangent_read_once(tapped(x)),
         default=tapped if dilated else lambda x: _reduce(win, x, init, lax.max),
     )
 
@@ -256,32 +257,6 @@ def _tapped_max(win: _Windows, init) -> jax.Array:
         limit = [b + (o - 1) * s + 1 for b, o, s in zip(start, out, win.strides, strict=True)]
         taps.append(lax.slice(x, start, limit, win.strides))
     return max_first(jnp.stack(taps, axis=-2), (x.ndim - 1,))
-
-
-@jax.custom_jvp
-def _cotangent_read_once(y: jax.Array) -> jax.Array:
-    """The identity, whose derivative makes XLA materialise the cotangent of ``y``.
-
-    The derivative of overlapping windows reads each cotangent once per window that
-    covers an input; XLA's CPU fusion copies a cheap producer of that cotangent (the
-    input gradient of the conv after the pool, itself a sum of shifted pads) into each of
-    those reads, recomputing it up to 9x (for NiN's 3x3/2 pools the largest op of a train
-    step). A matmul's operands are always materialised, so the tangent goes through one
-    with an identity block: 8 multiply-adds per element, exact, except that an infinite
-    cotangent turns the other cotangents of its block of 8 channels into NaN.
-    """
-    return y
-
-
-@_cotangent_read_once.defjvp
-def _cotangent_read_once_jvp(primals, tangents):
-    (y,), (dy,) = primals, tangents
-    c = y.shape[-1]
-    block = math.gcd(c, 8) if c % 2 == 0 else c  # a size-1 contraction would be fused again
-    blocks = dy.reshape(*dy.shape[:-1], c // block, block)
-    eye = jnp.eye(block, dtype=dy.dtype)
-    out = lax.dot_general(blocks, eye, (((blocks.ndim - 1,), (0,)), ((), ())))
-    return y, out.reshape(dy.shape)
 
 
 def _tiled_max(x, dims, pads, init):
