@@ -285,8 +285,10 @@ def test_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path, vmap):
     killed = tmp_path / "killed"
     process = subprocess.Popen(_sweep_command(killed, *flags), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:  # vmapped seeds are saved one after the other: wait for the last one's
-        _wait_for_checkpoint(process, run_dir(killed, "0.003", 1 if vmap else 0))
+    try:  # vmapped seeds are saved one after the other, but asynchronously: either one's
+        # write can finish first, so wait for each seed that is to resume
+        for seed in (0, 1) if vmap else (0,):
+            _wait_for_checkpoint(process, run_dir(killed, "0.003", seed))
     finally:
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)
