@@ -124,8 +124,8 @@ def test_other_option_shapes():
     for kind in ("standard", "depthwise_separable", "spatially_separable", "dilated",
                  "deformable"):  # fmt: skip
         _, _, shapes = trace(models.get("slot_cnn", conv=kind), MNIST)
-        assert [shapes[k] for k in ("conv2", "pool2", "conv3", "conv4", "gap")] == [
-            (14, 14, 32), (7, 7, 32), (7, 7, 16), (7, 7, 16), (16,)
+        assert [shapes[k] for k in ("conv1", "conv2", "conv3", "conv4", "gap")] == [
+            (14, 14, 16), (7, 7, 32), (7, 7, 16), (7, 7, 16), (16,)
         ]  # fmt: skip
 
 

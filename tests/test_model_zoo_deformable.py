@@ -179,10 +179,8 @@ def test_parameter_counts_and_shapes_by_hand(kwargs, per_layer, total):
     if total is not None:  # the totals quoted in the docstrings
         assert sum(per_layer.values()) == total
     assert shapes == {
-        "conv1": (28, 28, 16),
-        "pool1": (14, 14, 16),
-        "conv2": (14, 14, 32),
-        "pool2": (7, 7, 32),
+        "conv1": (14, 14, 16),  # conv and 2x2 max-pool, one ConvMaxPool
+        "conv2": (7, 7, 32),
         "conv3": (7, 7, 16),
         "conv4": (7, 7, 16),
         "gap": (16,),

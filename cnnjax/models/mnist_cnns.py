@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 from jax.typing import DTypeLike
 
-from cnnjax.layers import Conv, MaxPool
+from cnnjax.layers import Conv, ConvMaxPool
 from cnnjax.models import register
 
 
@@ -27,6 +27,9 @@ class TFTutorialCNN(nn.Module):
     logits    dense                                num_classes      10,250
     ========  ===================================  ============  =========
 
+    Each conv and the 2x2 max-pool after it are one :class:`~cnnjax.layers.ConvMaxPool`,
+    then ReLU (the same as ReLU before the pool: the max commutes with it).
+
     Attributes:
       num_classes: size of the output layer.
       dropout: drop probability before the output layer; active when ``train=True``,
@@ -42,10 +45,8 @@ class TFTutorialCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = nn.relu(Conv(32, (5, 5), padding="SAME", dtype=self.dtype, name="conv1")(x))
-        x = MaxPool(2, name="pool1")(x)
-        x = nn.relu(Conv(64, (5, 5), padding="SAME", dtype=self.dtype, name="conv2")(x))
-        x = MaxPool(2, name="pool2")(x)
+        x = nn.relu(ConvMaxPool(32, (5, 5), padding="SAME", dtype=self.dtype, name="conv1")(x))
+        x = nn.relu(ConvMaxPool(64, (5, 5), padding="SAME", dtype=self.dtype, name="conv2")(x))
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(1024, dtype=self.dtype, name="dense1")(x))
         x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(x)
@@ -68,6 +69,9 @@ class KerasBookCNN(nn.Module):
     logits    dense                                num_classes       650
     ========  ===================================  ============  =======
 
+    Each conv and the 2x2 max-pool after it are one :class:`~cnnjax.layers.ConvMaxPool`,
+    then ReLU (the same as ReLU before the pool: the max commutes with it).
+
     Attributes:
       num_classes: size of the output layer.
       dtype: compute dtype (``None``: from the input); parameters stay float32.
@@ -81,10 +85,8 @@ class KerasBookCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no dropout or batch norm; the flag keeps every model's signature alike
-        x = nn.relu(Conv(32, (3, 3), padding="VALID", dtype=self.dtype, name="conv1")(x))
-        x = MaxPool(2, name="pool1")(x)
-        x = nn.relu(Conv(64, (3, 3), padding="VALID", dtype=self.dtype, name="conv2")(x))
-        x = MaxPool(2, name="pool2")(x)
+        x = nn.relu(ConvMaxPool(32, (3, 3), padding="VALID", dtype=self.dtype, name="conv1")(x))
+        x = nn.relu(ConvMaxPool(64, (3, 3), padding="VALID", dtype=self.dtype, name="conv2")(x))
         x = nn.relu(Conv(64, (3, 3), padding="VALID", dtype=self.dtype, name="conv3")(x))
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(64, dtype=self.dtype, name="dense1")(x))

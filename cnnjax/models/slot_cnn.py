@@ -9,9 +9,9 @@ from jax.typing import DTypeLike
 
 from cnnjax.layers import (
     Conv,
+    ConvMaxPool,
     DeformableConv,
     GlobalAvgPool,
-    MaxPool,
     SeparableConv,
     SpatiallySeparableConv,
 )
@@ -27,9 +27,10 @@ class SlotCNN(nn.Module):
     """Plain conv stages with 2x2 max-pooling, then the slot convs at the pooled resolution,
     global average pooling, dense; ``conv`` picks the layer in the slots.
 
-    Each entry of ``features`` is a SAME 3x3 :class:`~cnnjax.layers.Conv` + ReLU + 2x2
-    max-pool; each entry of ``slot_features`` is a SAME ``kernel_size`` conv of the kind
-    ``conv`` + ReLU, named ``conv3``, ``conv4``, ...:
+    Each entry of ``features`` is a SAME 3x3 conv + 2x2 max-pool, as one
+    :class:`~cnnjax.layers.ConvMaxPool`, + ReLU (the same as ReLU before the pool: the
+    max commutes with it); each entry of ``slot_features`` is a SAME ``kernel_size`` conv
+    of the kind ``conv`` + ReLU, named ``conv3``, ``conv4``, ...:
 
     ======================  =====================================================  =======
     ``conv``                layer (C_in -> C_out, k = ``kernel_size``)             params
@@ -106,8 +107,8 @@ class SlotCNN(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no dropout or batch norm; the flag keeps every model's signature alike
         for i, features in enumerate(self.features, start=1):
-            x = nn.relu(Conv(features, self.kernel_size, dtype=self.dtype, name=f"conv{i}")(x))
-            x = MaxPool(2, name=f"pool{i}")(x)
+            conv = ConvMaxPool(features, self.kernel_size, dtype=self.dtype, name=f"conv{i}")
+            x = nn.relu(conv(x))
         for i, features in enumerate(self.slot_features, start=len(self.features) + 1):
             x = nn.relu(self._slot_conv(features, name=f"conv{i}")(x))
         x = GlobalAvgPool(name="gap")(x)
