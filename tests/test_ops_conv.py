@@ -178,6 +178,28 @@ CONV_CASES = [
         dilation=2,
         groups=3,
     ),
+    # More than 4 input channels and 8 taps: the CPU lowering's patches then come from one
+    # slice per tap (narrower inputs, as above, stack their taps one spatial dim at a time).
+    dict(
+        spatial=(6, 5),
+        kernel=(3, 3),
+        c_in=5,
+        c_out=3,
+        stride=1,
+        padding="SAME",
+        dilation=(2, 1),
+        groups=1,
+    ),
+    dict(
+        spatial=(4, 5, 4),
+        kernel=(3, 3, 3),
+        c_in=5,
+        c_out=2,
+        stride=(1, 2, 1),
+        padding="SAME",
+        dilation=1,
+        groups=1,
+    ),
 ]
 
 

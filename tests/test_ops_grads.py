@@ -86,6 +86,10 @@ CONV_CASES = [
         dict(padding="SAME", dilation=2),
         id="3d-same-d2",
     ),
+    # 5 channels: patches from one slice per tap (up to 4, as above, one dim at a time).
+    pytest.param(
+        dict(x=(1, 5, 4, 5), w=(3, 3, 5, 2), b=(2,)), dict(padding="SAME"), id="2d-5-channels"
+    ),
 ]
 
 

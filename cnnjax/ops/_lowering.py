@@ -51,6 +51,12 @@ IM2COL_MAX_BYTES = 512 * 2**20
 _SPLIT_MIN_ROWS = 4096
 _SPLIT_MIN_CHANNELS = 64
 
+# XLA's CPU fusion fuses a concatenate of at most this many operands
+# (``kMaxConcatenateArguments``); im2col patches of inputs this narrow or narrower are
+# stacked one spatial dim at a time when they have more taps (:func:`_patches`).
+_MAX_FUSED_STACK = 8
+_BY_DIM_MAX_CHANNELS = 4
+
 
 def dimension_numbers(n: int) -> tuple[str, str, str]:
     """Channels-last layouts for ``n`` spatial dims, e.g. ``("NHWC", "HWIO", "NHWC")``."""
@@ -72,17 +78,24 @@ def _conv_native(x, w, stride, padding, dilation, groups, lhs_dilation, precisio
     )
 
 
-def _taps(x, kernel, stride, padding, dilation, lhs_dilation):
-    """Kernel taps of ``x``, row-major over the kernel: a list of ``(N, *out, C)``."""
-    zero = np.array(0, dtype=x.dtype)
+def _padded(x, padding, lhs_dilation):
+    """``x`` zero-padded (and input-dilated) for a convolution: ``(N, *padded, C)``."""
     config = [(0, 0, 0)]
     config += [(lo, hi, ld - 1) for (lo, hi), ld in zip(padding, lhs_dilation, strict=True)]
     config += [(0, 0, 0)]
-    xp = lax.pad(x, zero, config)
-    spatial = xp.shape[1:-1]
+    return lax.pad(x, np.array(0, dtype=x.dtype), config)
+
+
+def _out_size(size, k, s, d):
+    return (size - d * (k - 1) - 1) // s + 1
+
+
+def _taps(x, kernel, stride, padding, dilation, lhs_dilation):
+    """Kernel taps of ``x``, row-major over the kernel: a list of ``(N, *out, C)``."""
+    xp = _padded(x, padding, lhs_dilation)
     out = [
-        (size - d * (k - 1) - 1) // s + 1
-        for size, k, s, d in zip(spatial, kernel, stride, dilation, strict=True)
+        _out_size(size, k, s, d)
+        for size, k, s, d in zip(xp.shape[1:-1], kernel, stride, dilation, strict=True)
     ]
     taps = []
     for tap in itertools.product(*(range(k) for k in kernel)):
@@ -95,8 +108,26 @@ def _taps(x, kernel, stride, padding, dilation, lhs_dilation):
 
 
 def _patches(x, kernel, stride, padding, dilation, lhs_dilation):
-    """Kernel taps of ``x`` at every output position: ``(N, *out, taps, C)``."""
-    return jnp.stack(_taps(x, kernel, stride, padding, dilation, lhs_dilation), axis=-2)
+    """Kernel taps of ``x`` at every output position: ``(N, *out, taps, C)``, row-major
+    over the kernel.
+
+    XLA's CPU fusion leaves a concatenate of more than 8 operands unfused, so a stack of
+    more taps is written as one slice per tap and then copied. For inputs of at most
+    ``_BY_DIM_MAX_CHANNELS`` channels (first layers), where those slices are many tiny
+    ops, the taps are stacked one spatial dim at a time instead: one fused stack per dim.
+    (For wider inputs the transpose of that form, three pads per dim, costs more than it
+    saves.)
+    """
+    if x.shape[-1] > _BY_DIM_MAX_CHANNELS or math.prod(kernel) <= _MAX_FUSED_STACK:
+        return jnp.stack(_taps(x, kernel, stride, padding, dilation, lhs_dilation), axis=-2)
+    n = len(kernel)
+    y = _padded(x, padding, lhs_dilation)[..., None, :]  # (N, *spatial, taps so far, C)
+    for i in reversed(range(n)):
+        k, s, d = kernel[i], stride[i], dilation[i]
+        limit = (_out_size(y.shape[1 + i], k, s, d) - 1) * s + 1
+        taps = [lax.slice_in_dim(y, t * d, t * d + limit, s, axis=1 + i) for t in range(k)]
+        y = jnp.stack(taps, axis=1 + n)  # dim i's tap axis ahead of those of later dims
+    return y.reshape(*y.shape[: 1 + n], math.prod(kernel), x.shape[-1])
 
 
 def _conv_depthwise(x, w, stride, padding, dilation, lhs_dilation):
