@@ -52,9 +52,10 @@ _SPLIT_MIN_ROWS = 4096
 _SPLIT_MIN_CHANNELS = 64
 
 # XLA's CPU fusion fuses a concatenate of at most this many operands
-# (``kMaxConcatenateArguments``); im2col patches of inputs this narrow or narrower are
-# stacked one spatial dim at a time when they have more taps (:func:`_patches`).
+# (``kMaxConcatenateArguments``).
 _MAX_FUSED_STACK = 8
+# im2col patches of inputs with at most this many channels, and more taps than the above,
+# are stacked one spatial dim at a time (:func:`_patches`).
 _BY_DIM_MAX_CHANNELS = 4
 
 
