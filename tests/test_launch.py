@@ -161,13 +161,20 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, capsy
             text=True,
             env=os.environ | {"PYTHONUNBUFFERED": "1"},
         )
-        metrics = workdir / "metrics.jsonl"
-        _wait_for(lambda: metrics.exists() and metrics.read_text(), 300, process)
-        # A second launch on the same work directory is refused at once, touching nothing.
-        before = metrics.read_text()
-        assert launch.main(command) == launch.EXIT_CODES[launch.WorkdirLockedError]
-        assert f"in use by process {process.pid}" in capsys.readouterr().err
-        assert metrics.read_text() == before
+        try:
+            metrics = workdir / "metrics.jsonl"
+            _wait_for(lambda: metrics.exists() and metrics.read_text(), 300, process)
+            # A second launch on the same work directory is refused at once, touching
+            # nothing: the running one's metrics keep what they had (and may grow, as
+            # that run goes on appending epochs).
+            before = metrics.read_text()
+            assert launch.main(command) == launch.EXIT_CODES[launch.WorkdirLockedError]
+            assert f"in use by process {process.pid}" in capsys.readouterr().err
+            assert metrics.read_text().startswith(before)
+        except BaseException:
+            process.kill()
+            process.communicate(timeout=60)
+            raise
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM
