@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cnnjax.ops._args import conv_output_shape
 from cnnjax.ops._cotangent import cotangent_read_once
 from cnnjax.ops._max import max_first
 
@@ -79,25 +80,22 @@ def _conv_native(x, w, stride, padding, dilation, groups, lhs_dilation, precisio
     )
 
 
-def _padded(x, padding, lhs_dilation):
-    """``x`` zero-padded (and input-dilated) for a convolution: ``(N, *padded, C)``."""
+def _padded(x, kernel, stride, padding, dilation, lhs_dilation):
+    """``x`` zero-padded (and input-dilated) for a convolution, ``(N, *padded, C)``, and
+    the convolution's output spatial shape."""
     config = [(0, 0, 0)]
     config += [(lo, hi, ld - 1) for (lo, hi), ld in zip(padding, lhs_dilation, strict=True)]
     config += [(0, 0, 0)]
-    return lax.pad(x, np.array(0, dtype=x.dtype), config)
-
-
-def _out_size(size, k, s, d):
-    return (size - d * (k - 1) - 1) // s + 1
+    xp = lax.pad(x, np.array(0, dtype=x.dtype), config)
+    out = conv_output_shape(
+        xp.shape[1:-1], kernel, stride=stride, padding="VALID", dilation=dilation
+    )
+    return xp, out
 
 
 def _taps(x, kernel, stride, padding, dilation, lhs_dilation):
     """Kernel taps of ``x``, row-major over the kernel: a list of ``(N, *out, C)``."""
-    xp = _padded(x, padding, lhs_dilation)
-    out = [
-        _out_size(size, k, s, d)
-        for size, k, s, d in zip(xp.shape[1:-1], kernel, stride, dilation, strict=True)
-    ]
+    xp, out = _padded(x, kernel, stride, padding, dilation, lhs_dilation)
     taps = []
     for tap in itertools.product(*(range(k) for k in kernel)):
         start = [t * d for t, d in zip(tap, dilation, strict=True)]
@@ -122,10 +120,11 @@ def _patches(x, kernel, stride, padding, dilation, lhs_dilation):
     if x.shape[-1] > _BY_DIM_MAX_CHANNELS or math.prod(kernel) <= _MAX_FUSED_STACK:
         return jnp.stack(_taps(x, kernel, stride, padding, dilation, lhs_dilation), axis=-2)
     n = len(kernel)
-    y = _padded(x, padding, lhs_dilation)[..., None, :]  # (N, *spatial, taps so far, C)
+    xp, out = _padded(x, kernel, stride, padding, dilation, lhs_dilation)
+    y = xp[..., None, :]  # (N, *spatial, taps so far, C)
     for i in reversed(range(n)):
         k, s, d = kernel[i], stride[i], dilation[i]
-        limit = (_out_size(y.shape[1 + i], k, s, d) - 1) * s + 1
+        limit = (out[i] - 1) * s + 1
         taps = [lax.slice_in_dim(y, t * d, t * d + limit, s, axis=1 + i) for t in range(k)]
         y = jnp.stack(taps, axis=1 + n)  # dim i's tap axis ahead of those of later dims
     return y.reshape(*y.shape[: 1 + n], math.prod(kernel), x.shape[-1])
