@@ -178,8 +178,7 @@ CONV_CASES = [
         dilation=2,
         groups=3,
     ),
-    # More than 4 input channels and 8 taps: the CPU lowering's patches then come from one
-    # slice per tap (narrower inputs, as above, stack their taps one spatial dim at a time).
+    # More than 8 taps: the CPU lowering stacks its patches one kernel dim per level.
     dict(
         spatial=(6, 5),
         kernel=(3, 3),
@@ -196,6 +195,17 @@ CONV_CASES = [
         c_in=5,
         c_out=2,
         stride=(1, 2, 1),
+        padding="SAME",
+        dilation=1,
+        groups=1,
+    ),
+    # A kernel dim of more than 8 taps: a flat stack of every tap.
+    dict(
+        spatial=(5, 13),
+        kernel=(2, 9),
+        c_in=3,
+        c_out=2,
+        stride=(1, 2),
         padding="SAME",
         dilation=1,
         groups=1,

@@ -55,9 +55,6 @@ _SPLIT_MIN_CHANNELS = 64
 # XLA's CPU fusion fuses a concatenate of at most this many operands
 # (``kMaxConcatenateArguments``).
 _MAX_FUSED_STACK = 8
-# im2col patches of inputs with at most this many channels, and more taps than the above,
-# are stacked one spatial dim at a time (:func:`_patches`).
-_BY_DIM_MAX_CHANNELS = 4
 
 
 def dimension_numbers(n: int) -> tuple[str, str, str]:
@@ -106,28 +103,33 @@ def _taps(x, kernel, stride, padding, dilation, lhs_dilation):
     return taps
 
 
+def _stack_by_dim(taps: list, kernel: Sequence[int]) -> jax.Array:
+    """The row-major ``taps`` (each ``(N, *out, C)``) stacked one kernel dim per level:
+    ``(N, *out, *kernel, C)``."""
+    if len(kernel) == 1:
+        return jnp.stack(taps, axis=-2)
+    step = math.prod(kernel[1:])
+    rows = [_stack_by_dim(taps[i * step : (i + 1) * step], kernel[1:]) for i in range(kernel[0])]
+    return jnp.stack(rows, axis=-1 - len(kernel))
+
+
 def _patches(x, kernel, stride, padding, dilation, lhs_dilation):
     """Kernel taps of ``x`` at every output position: ``(N, *out, taps, C)``, row-major
     over the kernel.
 
-    XLA's CPU fusion leaves a concatenate of more than 8 operands unfused, so a stack of
-    more taps is written as one slice per tap and then copied. For inputs of at most
-    ``_BY_DIM_MAX_CHANNELS`` channels (first layers), where those slices are many tiny
-    ops, the taps are stacked one spatial dim at a time instead: one fused stack per dim.
-    (For wider inputs the transpose of that form, three pads per dim, costs more than it
-    saves.)
+    XLA's CPU fusion leaves a concatenate of more than 8 operands unfused, so a flat stack
+    of 9 taps is written as one slice per tap and then copied. Stacked one kernel dim per
+    level (a 3x3 kernel: three stacks of three taps, then a stack of those, on another
+    axis so that XLA does not merge them back into one), every concatenate has at most
+    ``kernel[i]`` operands and the whole patch tensor is one fusion reading the padded
+    input; its transpose is the same single sum of slices. Kernels of more than 8 taps
+    along some dim keep the flat stack.
     """
-    if x.shape[-1] > _BY_DIM_MAX_CHANNELS or math.prod(kernel) <= _MAX_FUSED_STACK:
-        return jnp.stack(_taps(x, kernel, stride, padding, dilation, lhs_dilation), axis=-2)
-    n = len(kernel)
-    xp, out = _padded(x, kernel, stride, padding, dilation, lhs_dilation)
-    y = xp[..., None, :]  # (N, *spatial, taps so far, C)
-    for i in reversed(range(n)):
-        k, s, d = kernel[i], stride[i], dilation[i]
-        limit = (out[i] - 1) * s + 1
-        taps = [lax.slice_in_dim(y, t * d, t * d + limit, s, axis=1 + i) for t in range(k)]
-        y = jnp.stack(taps, axis=1 + n)  # dim i's tap axis ahead of those of later dims
-    return y.reshape(*y.shape[: 1 + n], math.prod(kernel), x.shape[-1])
+    taps = _taps(x, kernel, stride, padding, dilation, lhs_dilation)
+    if max(kernel) > _MAX_FUSED_STACK:
+        return jnp.stack(taps, axis=-2)
+    y = _stack_by_dim(taps, kernel)
+    return y.reshape(*y.shape[: -1 - len(kernel)], len(taps), x.shape[-1])
 
 
 def _conv_depthwise(x, w, stride, padding, dilation, lhs_dilation):
