@@ -40,6 +40,7 @@ from jax import lax
 from cnnjax.ops._args import conv_output_shape
 from cnnjax.ops._cotangent import cotangent_read_once
 from cnnjax.ops._max import max_first
+from cnnjax.ops._stack import stack_taps
 
 _SPATIAL = "DHW"
 
@@ -51,10 +52,6 @@ IM2COL_MAX_BYTES = 512 * 2**20
 # each way (patch depth and outputs), are split in two.
 _SPLIT_MIN_ROWS = 4096
 _SPLIT_MIN_CHANNELS = 64
-
-# XLA's CPU fusion fuses a concatenate of at most this many operands
-# (``kMaxConcatenateArguments``).
-_MAX_FUSED_STACK = 8
 
 
 def dimension_numbers(n: int) -> tuple[str, str, str]:
@@ -103,33 +100,10 @@ def _taps(x, kernel, stride, padding, dilation, lhs_dilation):
     return taps
 
 
-def _stack_by_dim(taps: list, kernel: Sequence[int]) -> jax.Array:
-    """The row-major ``taps`` (each ``(N, *out, C)``) stacked one kernel dim per level:
-    ``(N, *out, *kernel, C)``."""
-    if len(kernel) == 1:
-        return jnp.stack(taps, axis=-2)
-    step = math.prod(kernel[1:])
-    rows = [_stack_by_dim(taps[i * step : (i + 1) * step], kernel[1:]) for i in range(kernel[0])]
-    return jnp.stack(rows, axis=-1 - len(kernel))
-
-
 def _patches(x, kernel, stride, padding, dilation, lhs_dilation):
     """Kernel taps of ``x`` at every output position: ``(N, *out, taps, C)``, row-major
-    over the kernel.
-
-    XLA's CPU fusion leaves a concatenate of more than 8 operands unfused, so a flat stack
-    of 9 taps is written as one slice per tap and then copied. Stacked one kernel dim per
-    level (a 3x3 kernel: three stacks of three taps, then a stack of those, on another
-    axis so that XLA does not merge them back into one), every concatenate has at most
-    ``kernel[i]`` operands and the whole patch tensor is one fusion reading the padded
-    input; its transpose is the same single sum of slices. Kernels of more than 8 taps
-    along some dim keep the flat stack.
-    """
-    taps = _taps(x, kernel, stride, padding, dilation, lhs_dilation)
-    if max(kernel) > _MAX_FUSED_STACK:
-        return jnp.stack(taps, axis=-2)
-    y = _stack_by_dim(taps, kernel)
-    return y.reshape(*y.shape[: -1 - len(kernel)], len(taps), x.shape[-1])
+    over the kernel (one fusion: :func:`~cnnjax.ops._stack.stack_taps`)."""
+    return stack_taps(_taps(x, kernel, stride, padding, dilation, lhs_dilation), kernel)
 
 
 def _conv_depthwise(x, w, stride, padding, dilation, lhs_dilation):

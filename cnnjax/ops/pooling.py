@@ -41,6 +41,7 @@ from cnnjax.ops._args import (
 )
 from cnnjax.ops._cotangent import cotangent_read_once
 from cnnjax.ops._max import max_first
+from cnnjax.ops._stack import stack_taps
 
 
 def _spatial_rank(x: jax.Array) -> int:
@@ -256,7 +257,7 @@ def _tapped_max(win: _Windows, init) -> jax.Array:
         start = [t * d for t, d in zip(tap, win.dilation, strict=True)]
         limit = [b + (o - 1) * s + 1 for b, o, s in zip(start, out, win.strides, strict=True)]
         taps.append(lax.slice(x, start, limit, win.strides))
-    return max_first(jnp.stack(taps, axis=-2), (x.ndim - 1,))
+    return max_first(stack_taps(taps, win.dims), (x.ndim - 1,))
 
 
 def _tiled_max(x, dims, pads, init):
