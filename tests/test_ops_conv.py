@@ -199,6 +199,28 @@ CONV_CASES = [
         dilation=1,
         groups=1,
     ),
+    # At least 4x more input than output channels, stride 1: lowered output-side on CPU
+    # (and, with the two channel counts swapped, the phases of the transposed conv).
+    dict(
+        spatial=(6, 7),
+        kernel=(3, 2),
+        c_in=8,
+        c_out=2,
+        stride=1,
+        padding="SAME",
+        dilation=(1, 2),
+        groups=1,
+    ),
+    dict(
+        spatial=(5, 4, 5),
+        kernel=(2, 3, 2),
+        c_in=1,
+        c_out=4,
+        stride=(2, 1, 2),
+        padding=((1, 0), (1, 1), (0, 1)),
+        dilation=1,
+        groups=1,
+    ),
     # A kernel dim of more than 8 taps: a flat stack of every tap.
     dict(
         spatial=(5, 13),

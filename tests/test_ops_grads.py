@@ -86,9 +86,18 @@ CONV_CASES = [
         dict(padding="SAME", dilation=2),
         id="3d-same-d2",
     ),
-    # 5 channels: patches from one slice per tap (up to 4, as above, one dim at a time).
+    # More than 8 taps: patches stacked one kernel dim per level.
     pytest.param(
         dict(x=(1, 5, 4, 5), w=(3, 3, 5, 2), b=(2,)), dict(padding="SAME"), id="2d-5-channels"
+    ),
+    # At least 4x more input than output channels, stride 1: lowered output-side on CPU.
+    pytest.param(
+        dict(x=(1, 5, 6, 8), w=(3, 2, 8, 2), b=(2,)),
+        dict(padding="SAME", dilation=(2, 1)),
+        id="2d-output-side",
+    ),
+    pytest.param(
+        dict(x=(2, 7, 4), w=(3, 4, 1)), dict(padding=((2, 0),)), id="1d-output-side-nobias"
     ),
 ]
 
@@ -205,6 +214,12 @@ def test_spatially_separable_conv2d(shapes, kwargs):
             dict(y=(1, 2, 3, 2, 2), w=(2, 2, 2, 1, 2)),
             dict(stride=2, output_padding=(1, 0, 1)),
             id="3d-s2-outpad",
+        ),
+        # Its phases' convs map 8 channels to 1: lowered output-side on CPU.
+        pytest.param(
+            dict(y=(1, 3, 3, 8), w=(3, 3, 1, 8), b=(1,)),
+            dict(stride=2, padding="SAME"),
+            id="2d-s2-output-side",
         ),
     ],
 )

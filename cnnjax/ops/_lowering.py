@@ -17,11 +17,13 @@ transpose (the gradient) is again slices, pads and matmuls. Depthwise convolutio
 input channel per group) skip the matmul: they are the sum over taps of shifted inputs
 times per-channel weights (:func:`_conv_depthwise`); other grouped ones are one im2col
 matmul per group, concatenated. Transposed convolutions (input-dilated) are one im2col
-convolution of the undilated input per output phase (:func:`_conv_phases`). Only when
-the patches would exceed ``IM2COL_MAX_BYTES`` is the native convolution kept, to bound
-memory. On GPU/TPU the native convolution is the fast path and is kept.
-``jax.lax.platform_dependent`` makes the choice when the computation is lowered for its
-device, not when it is traced, so one jitted function is right on every backend.
+convolution of the undilated input per output phase (:func:`_conv_phases`). Stride-1
+convolutions with far fewer outputs than inputs are lowered output-side
+(:func:`_conv_output_side`). Only when the patches would exceed ``IM2COL_MAX_BYTES`` is
+the native convolution kept, to bound memory. On GPU/TPU the native convolution is the
+fast path and is kept. ``jax.lax.platform_dependent`` makes the choice when the
+computation is lowered for its device, not when it is traced, so one jitted function is
+right on every backend.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ IM2COL_MAX_BYTES = 512 * 2**20
 # each way (patch depth and outputs), are split in two.
 _SPLIT_MIN_ROWS = 4096
 _SPLIT_MIN_CHANNELS = 64
+
+# Stride-1 convs with at least this many times more input than output channels are
+# lowered output-side (:func:`_conv_output_side`) rather than by im2col.
+_OUTPUT_SIDE_MIN_RATIO = 4
 
 
 def dimension_numbers(n: int) -> tuple[str, str, str]:
@@ -198,6 +204,34 @@ def _conv_phases(x, w, padding, dilation, groups, lhs_dilation, precision):
     return y[(slice(None), *(slice(0, o) for o in out))]
 
 
+def _conv_output_side(x, w, padding, dilation, precision):
+    """Stride-1 convolution as one matmul of ``x`` with every tap's kernel at once,
+    ``(N, *spatial, taps, C_out)``, then the sum over taps of its shifted slices.
+
+    For convs with far fewer outputs than inputs this moves fewer bytes than im2col both
+    ways: the tensor written has ``taps * C_out`` columns instead of ``taps * C_in``, and
+    the transpose gathers the output's cotangent into that tensor instead of scattering
+    a ``taps * C_in`` one.
+    """
+    n = w.ndim - 2
+    kernel, (cin, cout) = w.shape[:n], w.shape[n:]
+    taps = math.prod(kernel)
+    w_all = w.reshape(taps, cin, cout).transpose(1, 0, 2).reshape(cin, taps * cout)
+    z = lax.dot_general(x.reshape(-1, cin), w_all, (((1,), (0,)), ((), ())), precision=precision)
+    config = [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0), (0, 0, 0)]
+    zp = lax.pad(z.reshape(*x.shape[:-1], taps, cout), np.array(0, z.dtype), config)
+    out = conv_output_shape(
+        zp.shape[1:-2], kernel, stride=(1,) * n, padding="VALID", dilation=dilation
+    )
+    parts = []
+    for i, tap in enumerate(itertools.product(*(range(k) for k in kernel))):
+        start = [t * d for t, d in zip(tap, dilation, strict=True)]
+        limit = [b + o for b, o in zip(start, out, strict=True)]
+        part = lax.slice(zp, (0, *start, i, 0), (zp.shape[0], *limit, i + 1, cout))
+        parts.append(part.reshape(*part.shape[:-2], cout))
+    return functools.reduce(operator.add, parts)
+
+
 def _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precision):
     n = w.ndim - 2
     kernel, (cin_g, cout) = w.shape[:n], w.shape[n:]
@@ -225,6 +259,13 @@ def _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precisio
             ],
             axis=-1,
         )
+    taps = math.prod(kernel)
+    if (
+        taps > 1
+        and cin_g >= _OUTPUT_SIDE_MIN_RATIO * cout
+        and set(stride) | set(lhs_dilation) == {1}
+    ):
+        return _conv_output_side(x, w, padding, dilation, precision)
     p = _patches(x, kernel, stride, padding, dilation, lhs_dilation)
     rows, depth = math.prod(p.shape[:-2]), p.shape[-2] * cin_g
     # The kernel gradient contracts over all rows; as one matmul XLA's CPU backend runs it
