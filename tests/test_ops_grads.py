@@ -7,6 +7,8 @@ max pooling gets distinct values, deformable conv gets offsets whose fractional 
 in [0.2, 0.8] so that no bilinear sample sits on an integer position.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -105,6 +107,25 @@ CONV_CASES = [
 @pytest.mark.parametrize(("shapes", "kwargs"), CONV_CASES)
 def test_conv(shapes, kwargs):
     _check(ops.conv, shapes, **kwargs)
+
+
+def _forward_mode_agrees_with_central_differences(op, shapes, kwargs):
+    # jvp against a central difference along one random direction of every argument.
+    rng = np.random.default_rng(1)
+    args = tuple(rng.standard_normal(shape) for shape in shapes.values())
+    direction = tuple(rng.standard_normal(shape) for shape in shapes.values())
+    with jax.enable_x64(True):
+        f = functools.partial(op, **kwargs)
+        _, tangent = jax.jvp(f, args, direction)
+        eps = 1e-6
+        plus = f(*(a + eps * d for a, d in zip(args, direction, strict=True)))
+        minus = f(*(a - eps * d for a, d in zip(args, direction, strict=True)))
+        np.testing.assert_allclose(tangent, (plus - minus) / (2 * eps), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(("shapes", "kwargs"), CONV_CASES)
+def test_conv_forward_mode(shapes, kwargs):
+    _forward_mode_agrees_with_central_differences(ops.conv, shapes, kwargs)
 
 
 @pytest.mark.parametrize(
@@ -225,6 +246,7 @@ def test_spatially_separable_conv2d(shapes, kwargs):
 )
 def test_conv_transpose(shapes, kwargs):
     _check(ops.conv_transpose, shapes, **kwargs)
+    _forward_mode_agrees_with_central_differences(ops.conv_transpose, shapes, kwargs)
 
 
 @pytest.mark.parametrize(
