@@ -497,7 +497,8 @@ def _op_case(op, reference, shapes, **kwargs):
     return functools.partial(op, **kwargs), functools.partial(reference, **kwargs), shapes
 
 
-# name -> (op, its reference, argument shapes); every op of the module, one setting each.
+# name -> (op, its reference, argument shapes); every op of the module, one setting each
+# (conv2d two: im2col and output-side).
 OP_CASES = {
     "conv1d": _op_case(ops.conv1d, ref.conv, [(2, 7, 4), (3, 4, 5), (5,)], stride=2, padding=1),
     "conv2d": _op_case(
@@ -507,6 +508,10 @@ OP_CASES = {
         padding="SAME",
         dilation=2,
         groups=2,
+    ),
+    # Stride 1 and 4x more input than output channels: lowered output-side on CPU.
+    "conv2d_output_side": _op_case(
+        ops.conv2d, ref.conv, [(2, 6, 5, 8), (3, 2, 8, 2), (2,)], padding="SAME"
     ),
     "conv3d": _op_case(
         ops.conv3d,

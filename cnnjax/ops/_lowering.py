@@ -217,9 +217,12 @@ def _conv_output_side(x, w, padding, dilation, precision):
     kernel, (cin, cout) = w.shape[:n], w.shape[n:]
     taps = math.prod(kernel)
     w_all = w.reshape(taps, cin, cout).transpose(1, 0, 2).reshape(cin, taps * cout)
-    z = lax.dot_general(x.reshape(-1, cin), w_all, (((1,), (0,)), ((), ())), precision=precision)
+    dims = (((1,), (0,)), ((), ()))
+    z = lax.dot_general(x.reshape(-1, cin), w_all, dims, precision=precision)
+    # Low-precision taps are summed in float32, as im2col's one dot accumulates them.
+    z = z.reshape(*x.shape[:-1], taps, cout).astype(jnp.promote_types(z.dtype, jnp.float32))
     config = [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0), (0, 0, 0)]
-    zp = lax.pad(z.reshape(*x.shape[:-1], taps, cout), np.array(0, z.dtype), config)
+    zp = lax.pad(z, np.array(0, z.dtype), config)
     out = conv_output_shape(
         zp.shape[1:-2], kernel, stride=(1,) * n, padding="VALID", dilation=dilation
     )
@@ -229,7 +232,7 @@ def _conv_output_side(x, w, padding, dilation, precision):
         limit = [b + o for b, o in zip(start, out, strict=True)]
         part = lax.slice(zp, (0, *start, i, 0), (zp.shape[0], *limit, i + 1, cout))
         parts.append(part.reshape(*part.shape[:-2], cout))
-    return functools.reduce(operator.add, parts)
+    return functools.reduce(operator.add, parts).astype(x.dtype)
 
 
 def _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precision):
