@@ -17,6 +17,7 @@ import pytest
 from jax import lax
 from jax.test_util import check_grads
 
+from cnnjax.ops import deformable
 from cnnjax.ops.deformable import deformable_conv2d
 
 # ---------------------------------------------------------------------------------------
@@ -388,3 +389,23 @@ def test_good_arguments_of_the_error_table_are_accepted():
     kwargs = _good()
     x, offsets, w = kwargs.pop("x"), kwargs.pop("offsets"), kwargs.pop("w")
     assert deformable_conv2d(x, offsets, w, **kwargs).shape == (2, 4, 4, 6)
+
+
+# ---------------------------------------------------------------------------------------
+# The sampling sum's two lowerings.
+
+
+@pytest.mark.parametrize(
+    "lowering", [deformable._weighted_sum_fused, deformable._weighted_sum_by_corner]
+)
+def test_weighted_gather_lowerings_match_numpy(lowering):
+    """Both lowerings, called directly (the op picks by platform): the weighted sum of
+    gathered rows, with repeated and shared indices, against NumPy."""
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(7, 3)).astype(np.float32)
+    index = [rng.integers(0, 7, size=11).astype(np.int32) for _ in range(4)]
+    index[1][:3] = index[0][:3]  # corners clipped onto the same row
+    coef = [rng.normal(size=11).astype(np.float32) for _ in range(4)]
+    expected = sum(c[:, None] * rows[i] for i, c in zip(index, coef, strict=True))
+    out = jax.jit(lowering)(rows, tuple(index), tuple(coef))
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-6, atol=1e-6)

@@ -12,9 +12,10 @@ the mask (v2), and contracts the samples with the kernel.
 How it reaches XLA: the four corner values are gathered from the image viewed as rows of
 channels, weighted and summed into ONE sampling tensor ``(groups, N, H_out, W_out,
 kh*kw*C_in/groups)``, which a batched matmul over the conv groups contracts with the
-kernel. Keeping the four gathers inside one elementwise sum lets XLA fuse them, so the
-sampling tensor is the only tensor of that size the forward pass materialises. The group
-axis is put first by the gather itself so that the matmul needs no transposed copy.
+kernel. On GPU/TPU the four gathers stay inside one elementwise sum, which XLA fuses; on
+CPU a loop over the corners adds one gather at a time (:func:`_weighted_gather`). Either
+way the sampling tensor is the only tensor of that size the forward pass materialises. The
+group axis is put first by the gather itself so that the matmul needs no transposed copy.
 
 The sampling step has a hand-written VJP that walks the four corners one at a time
 (autodiff would hold about eleven sampling-sized tensors in the backward pass, this holds
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 
 import jax
 import jax.numpy as jnp
@@ -141,14 +143,42 @@ def _weighted_gather(
 ) -> jax.Array:
     """``sum_k coef[k][:, None] * rows[index[k]]``: rows ``(R, B)``; index, coef: ``(M,)`` each.
 
-    The corner gathers stay inside one elementwise sum, so XLA fuses them into the output,
-    ``(M, B)``, the only tensor of that size.
+    Returns ``(M, B)``, the only tensor of that size either lowering writes:
+    :func:`_weighted_sum_by_corner` on CPU, :func:`_weighted_sum_fused` elsewhere.
     """
-    total = None
-    for idx, c in zip(index, coef, strict=True):
-        term = c[:, None] * rows.at[idx].get(mode="promise_in_bounds")
-        total = term if total is None else total + term
-    return total
+    return jax.lax.platform_dependent(
+        rows, index, coef, cpu=_weighted_sum_by_corner, default=_weighted_sum_fused
+    )
+
+
+def _weighted_sum_fused(rows, index, coef):
+    """:func:`_weighted_gather` as one elementwise sum of the corner gathers, which XLA
+    fuses into the output."""
+    terms = [c[:, None] * _gather(rows, i) for i, c in zip(index, coef, strict=True)]
+    return functools.reduce(operator.add, terms)
+
+
+def _weighted_sum_by_corner(rows, index, coef):
+    """:func:`_weighted_gather` as a loop over the corners, adding one gather at a time.
+
+    XLA's CPU backend computes every element of the fused sum on its own: each of the ``B``
+    channels of a sample recomputes the sample's corner indices and weights, and each
+    gathered value recomputes what produced ``rows`` (in a network, the previous layer's
+    bias and ReLU), several times the work of the gathers themselves. The loop takes the
+    indices, the weights and ``rows`` as materialised loop inputs.
+    """
+
+    def add_corner(total, idx_c):
+        idx, c = idx_c
+        return total + c[:, None] * _gather(rows, idx), None
+
+    total = jnp.zeros((index[0].shape[0], rows.shape[1]), rows.dtype)
+    return jax.lax.scan(add_corner, total, (jnp.stack(index), jnp.stack(coef)))[0]
+
+
+def _gather(rows: jax.Array, idx: jax.Array) -> jax.Array:
+    """``rows[idx]``: rows ``(R, B)``, idx ``(M,)`` in ``[0, R)``."""
+    return rows.at[idx].get(mode="promise_in_bounds")
 
 
 def _weighted_gather_fwd(rows, index, coef):
@@ -164,7 +194,7 @@ def _weighted_gather_bwd(residuals, ct):
 
     def corner(ct_rows, idx_c):
         idx, c = idx_c
-        value = rows.at[idx].get(mode="promise_in_bounds")
+        value = _gather(rows, idx)
         ct_c = jnp.sum(value * ct, axis=-1, dtype=acc_dtype).astype(c.dtype)
         ct_rows = ct_rows.at[idx].add(c[:, None] * ct, mode="promise_in_bounds")
         return ct_rows, ct_c
