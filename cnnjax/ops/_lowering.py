@@ -4,26 +4,30 @@ Every op in :mod:`cnnjax.ops` that convolves ends in :func:`conv_general` (``con
 in :func:`conv_max_pool_general`, at the end of this file), so the choice of lowering is
 made here, once.
 
-XLA's CPU convolutions are slow for the small channel counts of research CNNs (LeNet's
-1->6 and 6->16 layers run several times slower than the same arithmetic as a matmul), for
-grouped convolutions (6x at 64 channels, 4 groups) and for input-dilated ones, i.e.
-transposed convolutions (4x). Worse, inside loops (``lax.scan``/``while``, as in every
-fused training chunk and every evaluation pass) XLA's CPU backend runs the kernel-gradient
-convolution ~50x slower than outside one (1.7 s vs 32 ms for 128 x 13 x 13 x 32 -> 64,
-3x3), at every width. On CPU we therefore lower every convolution to "im2col": gather the
-kernel taps into a patch tensor with strided slices and contract it with the kernel in one
-matmul (``dot_general``), which XLA's CPU backend runs through its fast GEMM, and whose
-transpose (the gradient) is again slices, pads and matmuls. Depthwise convolutions (one
-input channel per group) skip the matmul: they are the sum over taps of shifted inputs
-times per-channel weights (:func:`_conv_depthwise`); other grouped ones are one im2col
-matmul per group, concatenated. Transposed convolutions (input-dilated) are one im2col
-convolution of the undilated input per output phase (:func:`_conv_phases`). Stride-1
-convolutions with far fewer outputs than inputs are lowered output-side
-(:func:`_conv_output_side`). Only when the patches would exceed ``IM2COL_MAX_BYTES`` is
-the native convolution kept, to bound memory. On GPU/TPU the native convolution is the
-fast path and is kept. ``jax.lax.platform_dependent`` makes the choice when the
-computation is lowered for its device, not when it is traced, so one jitted function is
-right on every backend.
+On CPU, float32 convolutions go to oneDNN (:mod:`cnnjax.ops._onednn`): one primitive each
+for the convolution and its two gradients, reading the channels-last buffers in place,
+with no patch tensor. A transposed (input-dilated) convolution is first split into one
+convolution of the undilated input per output phase (:func:`_conv_phases`), and those go
+to oneDNN too. Other dtypes, and builds without oneDNN, take cnnjax's own CPU lowering.
+
+That lowering exists because XLA's CPU convolutions are slow for the small channel counts
+of research CNNs (LeNet's 1->6 and 6->16 layers run several times slower than the same
+arithmetic as a matmul), for grouped convolutions (6x at 64 channels, 4 groups) and for
+input-dilated ones, i.e. transposed convolutions (4x). Worse, inside loops
+(``lax.scan``/``while``, as in every fused training chunk and every evaluation pass)
+XLA's CPU backend runs the kernel-gradient convolution ~50x slower than outside one (1.7 s
+vs 32 ms for 128 x 13 x 13 x 32 -> 64, 3x3), at every width. It lowers every convolution
+to "im2col": gather the kernel taps into a patch tensor with strided slices and contract
+it with the kernel in one matmul (``dot_general``), which XLA's CPU backend runs through
+its fast GEMM, and whose transpose (the gradient) is again slices, pads and matmuls.
+Depthwise convolutions (one input channel per group) skip the matmul: they are the sum
+over taps of shifted inputs times per-channel weights (:func:`_conv_depthwise`); other
+grouped ones are one im2col matmul per group, concatenated. Stride-1 convolutions with far
+fewer outputs than inputs are lowered output-side (:func:`_conv_output_side`). Only when
+the patches would exceed ``IM2COL_MAX_BYTES`` is the native convolution kept, to bound
+memory. On GPU/TPU the native convolution is the fast path and is kept.
+``jax.lax.platform_dependent`` makes the choice when the computation is lowered for its
+device, not when it is traced, so one jitted function is right on every backend.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cnnjax.ops import _onednn
 from cnnjax.ops._args import conv_output_shape
 from cnnjax.ops._cotangent import cotangent_read_once
 from cnnjax.ops._max import max_first
@@ -58,6 +63,12 @@ _SPLIT_MIN_CHANNELS = 64
 # Stride-1 convs with at least this many times more input than output channels are
 # lowered output-side (:func:`_conv_output_side`) rather than by im2col.
 _OUTPUT_SIDE_MIN_RATIO = 4
+
+# Ungrouped float32 convs go to oneDNN with at least this many input channels, this many
+# outputs if the kernel is 1x1, and this many output positions per image.
+_ONEDNN_MIN_CHANNELS = 6
+_ONEDNN_MIN_POINTWISE_OUTPUTS = 32
+_ONEDNN_MIN_POSITIONS = 16
 
 
 def dimension_numbers(n: int) -> tuple[str, str, str]:
@@ -235,7 +246,51 @@ def _conv_output_side(x, w, padding, dilation, precision):
     return functools.reduce(operator.add, parts).astype(x.dtype)
 
 
+def _conv_onednn(x, w, stride, padding, dilation, groups):
+    """oneDNN's convolution; negative padding (cropping) is done first, as a slice."""
+    crop = [(0, 0, 0), *((min(lo, 0), min(hi, 0), 0) for lo, hi in padding), (0, 0, 0)]
+    x = lax.pad(x, np.array(0, x.dtype), crop)
+    padding = [(max(lo, 0), max(hi, 0)) for lo, hi in padding]
+    return _onednn.conv(x, w, stride, padding, dilation, groups)
+
+
+def _use_onednn(x, w, stride, padding, dilation, groups, lhs_dilation) -> bool:
+    """Whether oneDNN is the faster CPU lowering of this convolution (float32 only).
+
+    Measured per layer, forward and backward (benchmarks/RESULTS.md): grouped and
+    depthwise convs gain 2-12x; first layers (few input channels), 1x1 convs to few
+    outputs and convs to tiny outputs lose, since each oneDNN call has a fixed cost of
+    ~0.5-1 ms that cnnjax's own lowering of such small matmuls does not pay; transposed
+    convs keep their phase split (each phase is a small conv).
+    """
+    if not (x.dtype == w.dtype == jnp.float32 and set(lhs_dilation) == {1}):
+        return False
+    if not _onednn.available():
+        return False
+    if groups > 1:
+        return True
+    n = w.ndim - 2
+    kernel, (cin, cout) = w.shape[:n], w.shape[n:]
+    out = conv_output_shape(
+        x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
+    )
+    pointwise_to_few = math.prod(kernel) == 1 and cout < _ONEDNN_MIN_POINTWISE_OUTPUTS
+    return (
+        cin >= _ONEDNN_MIN_CHANNELS
+        and not pointwise_to_few
+        and math.prod(out) >= _ONEDNN_MIN_POSITIONS
+    )
+
+
+def _conv_cpu(x, w, stride, padding, dilation, groups, lhs_dilation, precision):
+    """The CPU lowering: oneDNN where :func:`_use_onednn` says, else cnnjax's own."""
+    if _use_onednn(x, w, stride, padding, dilation, groups, lhs_dilation):
+        return _conv_onednn(x, w, stride, padding, dilation, groups)
+    return _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precision)
+
+
 def _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precision):
+    """cnnjax's own CPU lowering (see the module docstring)."""
     n = w.ndim - 2
     kernel, (cin_g, cout) = w.shape[:n], w.shape[n:]
     if any(ld > 1 for ld in lhs_dilation) and all(s == 1 for s in stride):
@@ -328,12 +383,12 @@ def conv_general(
         precision,
     )
     nbytes = _im2col_bytes(x.shape, w.shape, args[0], args[1], args[4], x.dtype.itemsize)
-    if nbytes > IM2COL_MAX_BYTES:
+    if nbytes > IM2COL_MAX_BYTES and not _use_onednn(x, w, *args[:5]):
         return _conv_native(x, w, *args)
     return lax.platform_dependent(
         x,
         w,
-        cpu=lambda x, w: _conv_im2col(x, w, *args),
+        cpu=lambda x, w: _conv_cpu(x, w, *args),
         default=lambda x, w: _conv_native(x, w, *args),
     )
 
