@@ -32,8 +32,4 @@ def get_config() -> ml_collections.ConfigDict:
     # A short schedule keeps the run to minutes on a 2-core CPU (see the docstring).
     c.total_epochs = 1
     c.schedule.warmup_epochs = 0.25
-    # Each gradient as 16 independent parts of 8 images, which the 2 cores run side by side,
-    # each with 1/16 of the 32-channel patch tensors (7 MB a layer, not 115): ~1.2x images/s
-    # on the 2-core CPU (benchmarks/RESULTS.md), for ~7 s more compilation.
-    c.microbatches = 16
     return c
