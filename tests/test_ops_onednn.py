@@ -5,7 +5,9 @@ and cnnjax's own lowering kept tested in float32 with the path turned off."""
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
 import sys
 
 import jax
@@ -216,3 +218,20 @@ def test_empty_output_is_empty():
     conv = lambda x, w: _onednn.conv(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1), 1)  # noqa: E731
     assert conv(x, w).shape == (2, 0, 0, 4)
     assert jax.grad(lambda w: conv(x, w).sum())(w).shape == w.shape
+
+
+@needs_onednn
+def test_several_devices_keep_the_own_lowering():
+    # XLA's SPMD partitioner would gather a custom call's whole batch onto every device.
+    code = (
+        "import jax, jax.numpy as jnp; from cnnjax import ops; "
+        "x, w = jnp.ones((8, 28, 28, 32)), jnp.ones((3, 3, 32, 32)); "
+        "print(jax.device_count(), 'cnnjax_onednn_conv' in "
+        "jax.jit(lambda x, w: ops.conv(x, w, groups=2)).lower(x, w[..., :16, :]).as_text())"
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["2", "False"]

@@ -265,7 +265,9 @@ def _use_onednn(x, w, stride, padding, dilation, groups, lhs_dilation) -> bool:
     """
     if not (x.dtype == w.dtype == jnp.float32 and set(lhs_dilation) == {1}):
         return False
-    if not _onednn.available():
+    # XLA's SPMD partitioner cannot split a custom call: under a mesh of several devices it
+    # would gather the whole batch onto every device. Sharded programs keep the own lowering.
+    if jax.device_count() > 1 or not _onednn.available():
         return False
     if groups > 1:
         return True

@@ -31,6 +31,8 @@ from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from cnnjax.ops._args import conv_output_shape
+
 _TARGET = "cnnjax_onednn_conv"
 _FORWARD, _DATA, _WEIGHTS = 0, 1, 2
 
@@ -165,13 +167,10 @@ def conv(
     """oneDNN's convolution of float32 ``x``: ``(N, *spatial, C_in)`` with ``w``:
     ``(*kernel, C_in // groups, C_out)``; ``padding`` one ``(low, high)`` pair per spatial
     dim, each ``>= 0``. Returns ``(N, *out, C_out)``. CPU only (see :func:`available`)."""
-    n = w.ndim - 2
-    out = [
-        (size + lo + hi - d * (k - 1) - 1) // s + 1
-        for size, (lo, hi), d, k, s in zip(
-            x.shape[1:-1], padding, dilation, w.shape[:n], stride, strict=True
-        )
-    ]
+    kernel = w.shape[: w.ndim - 2]
+    out = conv_output_shape(
+        x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
+    )
     shape = (x.shape[0], *out, w.shape[-1])
     if 0 in (*shape, *x.shape, *w.shape):  # nothing to compute, and oneDNN takes no empty dims
         return jnp.zeros(shape, x.dtype)
