@@ -235,3 +235,26 @@ def test_several_devices_keep_the_own_lowering():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["2", "False"]
+
+
+@needs_onednn
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+def test_wide_conv_max_pool_is_onednn_then_a_tiled_max(padding):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((2, 9, 8, 32)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 32, 5)) * 0.2, jnp.float32)
+    fn = lambda x, w: ops.conv_max_pool(x, w, padding=padding, pool=2)  # noqa: E731
+    assert TARGET in lowered(fn, x, w)
+
+    def reference(x, w):
+        return ref.max_pool(ref.conv(x, w, None, padding=padding), 2)
+
+    assert_close(fn(x, w), reference(x, w), tol=1e-5)
+    ct = rng.standard_normal(reference(x, w).shape)
+    gw = jax.grad(lambda w: jnp.sum(fn(x, w) * ct.astype(np.float32)))(w)
+    v, eps = rng.standard_normal(w.shape), 1e-4
+    x64, w64 = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    expected = (
+        np.sum(reference(x64, w64 + eps * v) * ct) - np.sum(reference(x64, w64 - eps * v) * ct)
+    ) / (2 * eps)
+    assert float(np.sum(np.asarray(gw, np.float64) * v)) == pytest.approx(expected, rel=1e-4)

@@ -46,7 +46,7 @@ from jax import lax
 from cnnjax.ops import _onednn
 from cnnjax.ops._args import conv_output_shape
 from cnnjax.ops._cotangent import cotangent_read_once
-from cnnjax.ops._max import max_first
+from cnnjax.ops._max import max_first, tiled_max
 from cnnjax.ops._stack import stack_taps
 
 _SPATIAL = "DHW"
@@ -69,6 +69,9 @@ _OUTPUT_SIDE_MIN_RATIO = 4
 _ONEDNN_MIN_CHANNELS = 6
 _ONEDNN_MIN_POINTWISE_OUTPUTS = 32
 _ONEDNN_MIN_POSITIONS = 16
+# A conv followed by a 2x2 max-pool (conv_max_pool) goes to oneDNN, then a tiled max, with
+# at least this many input channels; narrower ones are faster by space-to-depth.
+_ONEDNN_MIN_CONV_POOL_CHANNELS = 32
 
 
 def dimension_numbers(n: int) -> tuple[str, str, str]:
@@ -470,6 +473,14 @@ def _conv_max_pool_s2d(x, w, padding, pool, precision):
     return max_first(y.reshape(*y.shape[:-1], phases, c_out), (y.ndim - 1,))
 
 
+def _conv_max_pool_onednn(x, w, padding, pool):
+    """oneDNN's convolution, then the max over each pool window (first maximum's
+    derivative), for convs wide enough that space-to-depth's extra taps cost more."""
+    n = w.ndim - 2
+    y = _conv_onednn(x, w, (1,) * n, padding, (1,) * n, 1)
+    return tiled_max(y, (1, *pool, 1), ((0, 0),) * y.ndim, np.array(-np.inf, y.dtype))
+
+
 def conv_max_pool_general(
     x: jax.Array,
     w: jax.Array,
@@ -492,9 +503,16 @@ def conv_max_pool_general(
     """
     padding = tuple(tuple(p) for p in padding)
     pool = tuple(pool)
+    n = w.ndim - 2
+    wide = w.shape[n] >= _ONEDNN_MIN_CONV_POOL_CHANNELS
+    ones = (1,) * n
+    if wide and _use_onednn(x, w, ones, padding, ones, 1, ones):
+        cpu = functools.partial(_conv_max_pool_onednn, padding=padding, pool=pool)
+    else:
+        cpu = functools.partial(_conv_max_pool_s2d, padding=padding, pool=pool, precision=precision)
     return lax.platform_dependent(
         x,
         w,
-        cpu=lambda x, w: _conv_max_pool_s2d(x, w, padding, pool, precision),
+        cpu=cpu,
         default=lambda x, w: _conv_max_pool_native(x, w, padding, pool, precision),
     )

@@ -40,7 +40,7 @@ from cnnjax.ops._args import (
     padding_pairs,
 )
 from cnnjax.ops._cotangent import cotangent_read_once
-from cnnjax.ops._max import max_first
+from cnnjax.ops._max import max_first, tiled_max
 from cnnjax.ops._stack import stack_taps
 
 
@@ -228,7 +228,7 @@ def _max_pool(win: _Windows) -> jax.Array:
     init = np.array(-np.inf, dtype=x.dtype)
     dilated = set(win.dilation) != {1}
     if not dilated and win.dims == win.strides:
-        return _tiled_max(x, win.dims, win.all_pads, init)
+        return tiled_max(x, win.dims, win.all_pads, init)
 
     def tapped(x):
         return _tapped_max(win._replace(x=x), init)
@@ -258,21 +258,6 @@ def _tapped_max(win: _Windows, init) -> jax.Array:
         limit = [b + (o - 1) * s + 1 for b, o, s in zip(start, out, win.strides, strict=True)]
         taps.append(lax.slice(x, start, limit, win.strides))
     return max_first(stack_taps(taps, win.dims), (x.ndim - 1,))
-
-
-def _tiled_max(x, dims, pads, init):
-    """Max over non-overlapping windows as a reshape and a reduction.
-
-    Same values and derivative as ``reduce_window``, but the gradient is an elementwise
-    mask instead of ``select_and_scatter``, which is several times slower on CPU.
-    """
-    x = lax.pad(x, init, [(lo, hi, 0) for lo, hi in pads])
-    tiled = []
-    for size, k in zip(x.shape, dims, strict=True):
-        tiled += [size // k, k]
-    # A trailing remainder smaller than the window is dropped, as VALID pooling does.
-    x = x[tuple(slice(0, (size // k) * k) for size, k in zip(x.shape, dims, strict=True))]
-    return max_first(x.reshape(tiled), tuple(range(1, 2 * x.ndim, 2)))
 
 
 def _first_of_pair(a, b):
