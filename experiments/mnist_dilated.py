@@ -5,8 +5,8 @@
 Command:
   TFDS_DATA_DIR=../shared/tfds python launch.py --exp mnist_dilated
 
-Hardware and runtime: the 2-core x86 CPU, no GPU: 102 s of training for 1 epoch at 664
-images/s, peak RSS 1.8 GiB.
+Hardware and runtime: the 2-core x86 CPU, no GPU: 54 s of training for 1 epoch at 1,255
+images/s, peak RSS 1.2 GiB.
 Expected: final test accuracy 96.50 % (seed 0).
 
 The receptive field of every logit is 1 + 2 * (1 + 2 + 4 + 8) = 31 pixels per side
