@@ -4,11 +4,11 @@ Every op in :mod:`cnnjax.ops` that convolves ends in :func:`conv_general` (``con
 in :func:`conv_max_pool_general`, at the end of this file), so the choice of lowering is
 made here, once.
 
-On CPU, float32 convolutions go to oneDNN (:mod:`cnnjax.ops._onednn`): one primitive each
-for the convolution and its two gradients, reading the channels-last buffers in place,
-with no patch tensor. A transposed (input-dilated) convolution is first split into one
-convolution of the undilated input per output phase (:func:`_conv_phases`), and those go
-to oneDNN too. Other dtypes, and builds without oneDNN, take cnnjax's own CPU lowering.
+On CPU, float32 convolutions go to oneDNN (:mod:`cnnjax.ops._onednn`) where
+:func:`_use_onednn` says it is faster: one primitive each for the convolution and its two
+gradients, reading the channels-last buffers in place, with no patch tensor. Transposed
+(input-dilated) convolutions, other dtypes, the small convs that rule leaves out, and
+builds without oneDNN take cnnjax's own CPU lowering.
 
 That lowering exists because XLA's CPU convolutions are slow for the small channel counts
 of research CNNs (LeNet's 1->6 and 6->16 layers run several times slower than the same
