@@ -86,6 +86,8 @@ def test_float32_without_onednn_uses_the_own_lowering(case, monkeypatch):
         ((8, 7, 7, 120), (1, 1, 120, 16), {}, jnp.float32, False),  # 1x1 to few outputs
         ((8, 5, 5, 16), (5, 5, 16, 120), dict(padding="VALID"), jnp.float32, False),  # 1x1 out
         ((8, 28, 28, 32), (3, 3, 32, 32), {}, jnp.bfloat16, False),
+        ((8, 784, 16), (2, 16, 16), dict(dilation=4), jnp.float32, False),  # 1-D
+        ((8, 2, 8, 8, 8), (3, 3, 3, 8, 16), {}, jnp.float32, True),  # 3-D
     ],
 )
 def test_which_convs_reach_onednn(x_shape, w_shape, kwargs, dtype, expected):
@@ -109,6 +111,10 @@ GRAD_CASES = [
          groups=1),
     dict(spatial=(4, 5, 4), kernel=(2, 3, 2), c_in=2, c_out=4, stride=(1, 2, 1),
          padding="VALID", dilation=1, groups=1),
+    # 3-D weights gradients are taken one depth tap at a time: stride, dilation and
+    # uneven padding along the depth.
+    dict(spatial=(7, 5, 4), kernel=(2, 3, 2), c_in=4, c_out=4, stride=(2, 1, 2),
+         padding=((1, 2), (1, 1), (0, 1)), dilation=(2, 1, 1), groups=2),
 ]  # fmt: skip
 
 
@@ -147,13 +153,13 @@ def _native(case):
         stride,
         pads,
         rhs_dilation=dilation,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        dimension_numbers=_lowering.dimension_numbers(len(case["spatial"])),
         feature_group_count=case["groups"],
         precision="highest",
     )
 
 
-SECOND_ORDER_CASE = GRAD_CASES[1]
+SECOND_ORDER_CASES = [GRAD_CASES[1], GRAD_CASES[-1]]  # 2-D grouped, 3-D by depth taps
 
 
 @pytest.fixture()
@@ -183,9 +189,9 @@ def _compare(actual, expected, tol=2e-4):
         "per_example_grads",
     ],
 )
+@pytest.mark.parametrize("case", SECOND_ORDER_CASES, ids=_case_id)
 @needs_onednn
-def test_transformations_match_xla_convolution_in_float64(transform, x64):
-    case = SECOND_ORDER_CASE
+def test_transformations_match_xla_convolution_in_float64(transform, case, x64):
     x, w, _ = _conv_args(case, seed=3)
     x, w = x.astype(jnp.float32), w.astype(jnp.float32) * 0.5
     mine, native = _forced(case), _native(case)
@@ -258,3 +264,10 @@ def test_wide_conv_max_pool_is_onednn_then_a_tiled_max(padding):
         np.sum(reference(x64, w64 + eps * v) * ct) - np.sum(reference(x64, w64 - eps * v) * ct)
     ) / (2 * eps)
     assert float(np.sum(np.asarray(gw, np.float64) * v)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_calling_onednn_without_the_library_says_so(monkeypatch):
+    monkeypatch.setattr(_onednn, "_load", lambda: False)
+    x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
+    with pytest.raises(RuntimeError, match="oneDNN extension is not built"):
+        _onednn.conv(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)

@@ -264,13 +264,15 @@ def _use_onednn(x, w, stride, padding, dilation, groups, lhs_dilation) -> bool:
     depthwise convs gain 2-12x; first layers (few input channels), 1x1 convs to few
     outputs and convs to tiny outputs lose, since each oneDNN call has a fixed cost of
     ~0.5-1 ms that cnnjax's own lowering of such small matmuls does not pay; transposed
-    convs keep their phase split (each phase is a small conv).
+    convs keep their phase split (each phase is a small conv). 1-D convs keep the own
+    lowering: oneDNN's 1-D kernels lose at most of the zoo's sequence layers (up to 4x at
+    large dilations, where its weights gradient falls back to a GEMM).
     """
     if not (x.dtype == w.dtype == jnp.float32 and set(lhs_dilation) == {1}):
         return False
     # XLA's SPMD partitioner cannot split a custom call: under a mesh of several devices it
     # would gather the whole batch onto every device. Sharded programs keep the own lowering.
-    if jax.device_count() > 1 or not _onednn.available():
+    if jax.device_count() > 1 or not _onednn.available() or w.ndim == 3:
         return False
     if groups > 1:
         return True

@@ -74,7 +74,27 @@ onednn_conv_p = Primitive("onednn_conv")
 
 
 def _bind(kind: int, a, b, out_shape, **params):
+    if kind == _WEIGHTS and len(params["stride"]) == 3:
+        return _weights_by_depth_taps(a, b, out_shape, **params)
     return onednn_conv_p.bind(a, b, kind=kind, out_shape=tuple(out_shape), **params)
+
+
+def _weights_by_depth_taps(x, dy, w_shape, *, groups, stride, padding, dilation):
+    """The weights gradient of a 3-D conv as one 2-D weights gradient per depth tap, the
+    depth folded into the batch: oneDNN has only a GEMM-based 3-D weights gradient, several
+    times slower than its direct 2-D kernel. ``x``: ``(N, D, H, W, C)``, ``dy``: ``(N, D',
+    H', W', O)``; returns ``w_shape``."""
+    (low, high), step, gap = padding[0], stride[0], dilation[0]
+    depth = dy.shape[1]
+    x = jnp.pad(x, ((0, 0), (low, high), (0, 0), (0, 0), (0, 0)))
+    dy = dy.reshape(-1, *dy.shape[2:])
+    params = dict(groups=groups, stride=stride[1:], padding=padding[1:], dilation=dilation[1:])
+    taps = []
+    for a in range(w_shape[0]):
+        start = a * gap
+        x_a = lax.slice_in_dim(x, start, start + (depth - 1) * step + 1, step, axis=1)
+        taps.append(_bind(_WEIGHTS, x_a.reshape(-1, *x_a.shape[2:]), dy, w_shape[1:], **params))
+    return jnp.stack(taps)
 
 
 @functools.cache
@@ -166,7 +186,13 @@ def conv(
 ) -> jax.Array:
     """oneDNN's convolution of float32 ``x``: ``(N, *spatial, C_in)`` with ``w``:
     ``(*kernel, C_in // groups, C_out)``; ``padding`` one ``(low, high)`` pair per spatial
-    dim, each ``>= 0``. Returns ``(N, *out, C_out)``. CPU only (see :func:`available`)."""
+    dim, each ``>= 0``. Returns ``(N, *out, C_out)``. CPU only (see :func:`available`).
+
+    Raises:
+      RuntimeError: the compiled library is missing or did not load.
+    """
+    if not _load():
+        raise RuntimeError("cnnjax's oneDNN extension is not built or did not load")
     kernel = w.shape[: w.ndim - 2]
     out = conv_output_shape(
         x.shape[1:-1], kernel, stride=stride, padding=padding, dilation=dilation
