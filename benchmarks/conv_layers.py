@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from zoo import EXPERIMENTS  # noqa: E402
 
+
 def conv_calls(names: list[str]) -> dict[tuple, list[str]]:
     """``{(x shape, w shape, stride, padding, dilation, groups, lhs_dilation, of the input):
     [experiments]}`` of every ``conv_general`` call the experiments' models make, found by
