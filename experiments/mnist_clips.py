@@ -10,9 +10,9 @@ the digit.
 Command:
   TFDS_DATA_DIR=../shared/tfds python launch.py --exp mnist_clips
 
-Hardware and runtime: the 2-core x86 CPU, no GPU: 152 s of training for 12 epochs at
-5,415 images/s, peak RSS 1.8 GiB.
-Expected: final test accuracy 98.97 % (seed 0) (issue 4's target: >= 97 %).
+Hardware and runtime: the 2-core x86 CPU, no GPU: 69 s of training for 12 epochs at
+11,532 images/s, peak RSS 1.5 GiB.
+Expected: final test accuracy 99.03 % (seed 0) (issue 4's target: >= 97 %).
 
 The whole 28x28 digit stays in every frame, so in a 32x32 frame it travels 0..4 pixels
 per axis; ``--config.augment.frame_size=64`` gives the original Moving MNIST's 64x64

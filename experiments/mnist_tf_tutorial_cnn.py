@@ -5,9 +5,9 @@ Two 5x5 SAME convs with max-pooling, dense 1024, dropout 0.5, dense 10.
 Command:
   TFDS_DATA_DIR=../shared/tfds python launch.py --exp mnist_tf_tutorial_cnn
 
-Hardware and runtime: the 2-core x86 CPU, no GPU: 269 s of training for 5 epochs at 1,196
-images/s, peak RSS 2.6 GiB.
-Expected: final test accuracy 99.35 % (seed 0) (the issue asks >= 99.3 %; the tutorial
+Hardware and runtime: the 2-core x86 CPU, no GPU: 159 s of training for 5 epochs at 2,013
+images/s, peak RSS 1.4 GiB.
+Expected: final test accuracy 99.39 % (seed 0) (the issue asks >= 99.3 %; the tutorial
 reports about 99.2 % after 20,000 steps of 50 with Adam at 1e-4 and no augmentation).
 
 Recipe: Adam with a one-cycle schedule peaking at 1e-3 (lower than mnist_lenet's 3e-3:

@@ -7,7 +7,8 @@ reads cnnjax's channels-last buffers in place and never materialises a patch ten
 three maps are one primitive, ``onednn_conv``, whose JVP is the bilinear product rule and
 whose transposes are the other two maps (``ad.defbilinear``, as for ``lax.conv``), so
 forward mode, reverse mode and any order of either work, and ``vmap`` folds a batched
-input into the batch dim (or maps over the batch when the kernel is batched).
+input into the batch dim (or maps over the batch when the kernel is batched). A 3-D
+weights gradient is a stack of 2-D ones, one per depth tap (:func:`_weights_by_depth_taps`).
 
 The compiled library is optional (``setup.py`` builds it where oneDNN's wheels exist);
 :func:`available` says whether it loaded. ``CNNJAX_ONEDNN=0`` in the environment turns
