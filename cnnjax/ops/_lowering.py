@@ -272,7 +272,9 @@ def _use_onednn(x, w, stride, padding, dilation, groups, lhs_dilation) -> bool:
         return False
     # XLA's SPMD partitioner cannot split a custom call: under a mesh of several devices it
     # would gather the whole batch onto every device. Sharded programs keep the own lowering.
-    if jax.device_count() > 1 or not _onednn.available() or w.ndim == 3:
+    if jax.device_count() > 1 or not _onednn.available():
+        return False
+    if w.ndim == 3:  # 1-D
         return False
     if groups > 1:
         return True
@@ -287,13 +289,6 @@ def _use_onednn(x, w, stride, padding, dilation, groups, lhs_dilation) -> bool:
         and not pointwise_to_few
         and math.prod(out) >= _ONEDNN_MIN_POSITIONS
     )
-
-
-def _conv_cpu(x, w, stride, padding, dilation, groups, lhs_dilation, precision):
-    """The CPU lowering: oneDNN where :func:`_use_onednn` says, else cnnjax's own."""
-    if _use_onednn(x, w, stride, padding, dilation, groups, lhs_dilation):
-        return _conv_onednn(x, w, stride, padding, dilation, groups)
-    return _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precision)
 
 
 def _conv_im2col(x, w, stride, padding, dilation, groups, lhs_dilation, precision):
@@ -389,13 +384,18 @@ def conv_general(
         (1,) * n if lhs_dilation is None else tuple(lhs_dilation),
         precision,
     )
-    nbytes = _im2col_bytes(x.shape, w.shape, args[0], args[1], args[4], x.dtype.itemsize)
-    if nbytes > IM2COL_MAX_BYTES and not _use_onednn(x, w, *args[:5]):
+    # On CPU: oneDNN where _use_onednn says, else cnnjax's own lowering, unless its patches
+    # would be too large.
+    if _use_onednn(x, w, *args[:5]):
+        cpu = lambda x, w: _conv_onednn(x, w, *args[:4])  # noqa: E731
+    elif _im2col_bytes(x.shape, w.shape, *args[:2], args[4], x.dtype.itemsize) > IM2COL_MAX_BYTES:
         return _conv_native(x, w, *args)
+    else:
+        cpu = lambda x, w: _conv_im2col(x, w, *args)  # noqa: E731
     return lax.platform_dependent(
         x,
         w,
-        cpu=lambda x, w: _conv_cpu(x, w, *args),
+        cpu=cpu,
         default=lambda x, w: _conv_native(x, w, *args),
     )
 
